@@ -1,0 +1,50 @@
+"""What backups the bucket holds: parse keys from a LIST, join each with its manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from backup import cos
+from backup.errors import CosError
+from backup.keys import BackupKey, manifest_key, parse_backup_key
+from backup.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: BackupKey
+    size: int
+    manifest: Manifest | None  # None: no manifest (another tool's object, or a backup being written)
+
+
+def find_backups(s3: Any, bucket: str, prefix: str, db: str | None = None) -> list[Entry]:
+    """Backups under prefix (of one database when given), newest first. Keys that do not parse are skipped."""
+    objects: dict[str, int] = {}
+    manifests: set[str] = set()
+    for obj in cos.list_objects(s3, bucket, prefix + (f"{db}_" if db else "")):
+        objects[obj["Key"]] = obj["Size"]
+        if obj["Key"].endswith(".manifest.json"):
+            manifests.add(obj["Key"])
+    entries = []
+    for key, size in objects.items():
+        name = parse_backup_key(key, prefix)
+        if name is None or (db is not None and name.db != db):
+            continue
+        manifest = None
+        if manifest_key(key) in manifests:
+            try:
+                manifest = Manifest.from_json(cos.get_json(s3, bucket, manifest_key(key)))
+            except (CosError, ValueError, TypeError):
+                manifest = None
+        entries.append(Entry(name, size, manifest))
+    entries.sort(key=lambda e: e.name.time, reverse=True)
+    return entries
+
+
+def latest_key(s3: Any, bucket: str, prefix: str, db: str) -> str:
+    """The newest backup of db that has a manifest (was completed by this tool)."""
+    for entry in find_backups(s3, bucket, prefix, db):
+        if entry.manifest is not None:
+            return entry.name.key
+    raise CosError(f"no complete backup of '{db}' found in {cos.where(bucket, prefix)}")

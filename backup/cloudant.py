@@ -1,0 +1,130 @@
+"""Cloudant/CouchDB I/O through the official `ibmcloudant` SDK: client, errors, paging, bulk writes.
+
+Every SDK or HTTP exception is turned here, once, into a `CloudantError` whose message says what
+failed and where (database and host, never credentials).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterator, TypeVar
+
+import requests
+from ibm_cloud_sdk_core import ApiException
+from ibm_cloud_sdk_core.authenticators import BasicAuthenticator, IAMAuthenticator, NoAuthAuthenticator
+from ibmcloudant.cloudant_v1 import CloudantV1
+
+from backup.config import CloudantConfig
+from backup.errors import CloudantError
+
+# `_all_docs` has no "until the end" on pouchdb-server without an end_key (it drops ids starting at or
+# above U+00FF); U+10FFFF sorts after every real id under CouchDB's raw collation too.
+END_KEY = "\U0010ffff"
+# Network faults *inside* a response body (a cut connection mid-page) are not retried by the SDK's
+# urllib3 retry, which only sees the request; a page is re-fetched this many times before giving up.
+BODY_RETRIES = 3
+
+T = TypeVar("T")
+
+
+def make_client(cfg: CloudantConfig, timeout: int, max_retries: int) -> CloudantV1:
+    """A client with retries on 429/5xx (honouring Retry-After) and a timeout on every request."""
+    if cfg.auth == "iam":
+        assert cfg.iam_key is not None
+        auth: Any = IAMAuthenticator(
+            cfg.iam_key.reveal(), url=cfg.iam_token_url, disable_ssl_verification=not cfg.verify_tls
+        )
+    elif cfg.auth == "basic":
+        assert cfg.username is not None and cfg.password is not None
+        auth = BasicAuthenticator(cfg.username, cfg.password.reveal())
+    else:
+        auth = NoAuthAuthenticator()
+    client = CloudantV1(authenticator=auth)
+    client.set_service_url(cfg.url)
+    client.set_http_config({"timeout": (min(timeout, 30), timeout)})
+    client.set_disable_ssl_verification(not cfg.verify_tls)
+    if max_retries:
+        client.enable_retries(max_retries=max_retries, retry_interval=30.0)
+    return client
+
+
+def describe(exc: BaseException, what: str, where: str) -> CloudantError:
+    """One clear CloudantError for any failure of a Cloudant call."""
+    if isinstance(exc, CloudantError):
+        return exc
+    if isinstance(exc, ApiException):
+        code = exc.status_code
+        response = exc.http_response
+        url = response.url if response is not None and response.url else ""
+        if "/identity/token" in url:  # the SDK's token manager always posts to <IAM_TOKEN_URL base>/identity/token
+            return CloudantError(f"{what}: the IAM token endpoint refused CLOUDANT_IAM_KEY ({code}: {exc.message})")
+        hints = {
+            401: "the credentials were rejected (401 unauthorized): check CLOUDANT_IAM_KEY or CLOUDANT_USERNAME/CLOUDANT_PASSWORD",
+            403: "permission denied (403 forbidden): the credentials lack access to this database",
+            404: "not found (404): check CLOUDANT_DB and CLOUDANT_URL",
+            413: "request too large (413)",
+            429: "rate limited (429) after all retries: raise the Cloudant capacity or retry later",
+        }
+        detail = hints.get(code, f"HTTP {code}: {exc.message}")
+        return CloudantError(f"{what} at {where}: {detail}")
+    if isinstance(exc, requests.exceptions.RetryError):
+        return CloudantError(f"{what} at {where}: still failing after all retries ({_reason(exc)})")
+    if isinstance(exc, requests.exceptions.Timeout):
+        return CloudantError(f"{what} at {where}: timed out ({_reason(exc)})")
+    if isinstance(exc, requests.exceptions.RequestException):
+        return CloudantError(f"{what} at {where}: connection failed ({_reason(exc)})")
+    return CloudantError(f"{what} at {where}: {type(exc).__name__}: {exc}")
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+def call(what: str, where: str, fn: Callable[[], T]) -> T:
+    """Run one SDK call, retrying body-level network faults, and translate any failure."""
+    for attempt in range(BODY_RETRIES + 1):
+        try:
+            return fn()
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
+            if attempt == BODY_RETRIES:
+                raise describe(exc, what, where) from None
+            time.sleep(min(2 ** attempt, 10))
+        except Exception as exc:
+            raise describe(exc, what, where) from None
+    raise AssertionError("unreachable")
+
+
+def database_info(client: CloudantV1, db: str) -> dict[str, Any]:
+    where = f"{client.service_url}/{db}"
+    return call(f"reading database '{db}'", where, lambda: client.get_database_information(db=db).get_result())
+
+
+def iter_pages(client: CloudantV1, db: str, page_size: int) -> Iterator[list[dict[str, Any]]]:
+    """Every live document (winning revision, design docs included) in id order, one page at a time.
+
+    Paging uses start_key = last id seen (fetching one extra row and dropping it), which never skips
+    an id, unlike `last id + "\\u0000"`. Each page is one request: the scarce "global query" class.
+    """
+    last_id: str | None = None
+    where = f"{client.service_url}/{db}"
+    while True:
+        kwargs: dict[str, Any] = {"db": db, "include_docs": True, "end_key": END_KEY}
+        if last_id is None:
+            kwargs["limit"] = page_size
+        else:
+            kwargs["limit"] = page_size + 1
+            kwargs["start_key"] = last_id
+        result = call(f"reading documents of '{db}'", where, lambda: client.post_all_docs(**kwargs).get_result())
+        rows = result.get("rows", [])
+        fetched = len(rows)
+        if last_id is not None and rows and rows[0].get("id") == last_id:
+            rows = rows[1:]
+        docs = [row["doc"] for row in rows if row.get("doc") is not None]
+        if docs:
+            yield docs
+        if not rows:
+            return
+        last_id = rows[-1]["id"]
+        if fetched < kwargs["limit"]:
+            return

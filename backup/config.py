@@ -1,0 +1,309 @@
+"""Parameters: one table of names, checked all at once before any network call.
+
+Pure logic: `load_config(args)` turns the action's args (or the CLI's environment) into a `Config`,
+or raises one `ConfigError` that lists every problem found.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import unquote, urlsplit
+
+from backup.errors import ConfigError
+from backup.redaction import Secret
+
+MIB = 1024 * 1024
+# IBM's public IAM token endpoint; tests point both IAM paths at a local one.
+DEFAULT_IAM_TOKEN_URL = "https://iam.cloud.ibm.com/identity/token"
+# CouchDB's rule for database names (https://docs.couchdb.org/en/stable/api/database/common.html).
+_DB_NAME = re.compile(r"^[a-z][a-z0-9_$()+/-]*$")
+_DB_NAME_MAX = 238
+OPERATIONS = ("backup", "restore", "list", "verify")
+
+
+@dataclass(frozen=True)
+class Tunable:
+    name: str
+    default: int
+    low: int
+    high: int
+    help: str
+
+
+# Every tuning knob, its default and the range that makes sense; the README table is built from this.
+TUNABLES = (
+    Tunable("DOCS_PER_LINE", 500, 1, 100_000, "documents per line of the backup file (couchbackup's buffer size)"),
+    Tunable("PAGE_SIZE", 2000, 1, 100_000, "rows per `_all_docs` request: bigger pages mean fewer scarce global queries"),
+    Tunable("PART_SIZE_MB", 8, 5, 5 * 1024, "first multipart part size in MiB (COS minimum 5); grows so that 10,000 parts always suffice"),
+    Tunable("PROGRESS_EVERY", 10_000, 1, 10**9, "log a progress line every N documents"),
+    Tunable("REQUEST_TIMEOUT", 120, 1, 3600, "seconds before one HTTP request to Cloudant or COS gives up"),
+    Tunable("MAX_RETRIES", 5, 0, 20, "retries of one request on 429/5xx/connection errors (honours Retry-After)"),
+    Tunable("RESTORE_BATCH_SIZE", 500, 1, 10_000, "documents per `_bulk_docs` request when restoring"),
+    Tunable("RESTORE_PARALLELISM", 5, 1, 64, "`_bulk_docs` requests in flight at once when restoring"),
+)
+
+
+@dataclass(frozen=True)
+class CloudantConfig:
+    url: str  # scheme://host[:port], never with credentials
+    auth: str  # "iam" | "basic" | "none"
+    iam_key: Secret | None = None
+    username: str | None = None
+    password: Secret | None = None
+    iam_token_url: str = DEFAULT_IAM_TOKEN_URL
+    verify_tls: bool = True
+
+
+@dataclass(frozen=True)
+class CosConfig:
+    endpoint: str  # scheme://host[:port]
+    bucket: str
+    auth: str  # "iam" | "hmac"
+    api_key: Secret | None = None
+    service_instance_id: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: Secret | None = None
+    iam_token_url: str = DEFAULT_IAM_TOKEN_URL
+    prefix: str = ""
+    verify_tls: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    operation: str
+    db: str | None
+    cloudant: CloudantConfig | None
+    cos: CosConfig
+    tuning: dict[str, int] = field(default_factory=dict)
+    key: str | None = None  # COS_KEY: the backup object to restore/verify, or "latest"
+    source_db: str | None = None  # SOURCE_DB: whose latest backup to restore
+    create_target: bool = False
+    allow_non_empty: bool = False
+
+    def tune(self, name: str) -> int:
+        return self.tuning[name]
+
+
+class _Problems:
+    """Collects every problem so the user fixes them all in one go."""
+
+    def __init__(self, args: Mapping[str, Any]) -> None:
+        self.args = args
+        self.items: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.items.append(message)
+
+    def text(self, name: str, required: bool = False) -> str | None:
+        value = self.args.get(name)
+        if value is None:
+            if required:
+                self.add(f"{name} is missing")
+            return None
+        if not isinstance(value, str):
+            self.add(f"{name} must be a string, got {type(value).__name__}")
+            return None
+        value = value.strip()
+        if not value:
+            if required:
+                self.add(f"{name} is empty")
+            return None
+        return value
+
+    def secret(self, name: str) -> Secret | None:
+        value = self.text(name)
+        return Secret(value) if value is not None else None
+
+    def integer(self, t: Tunable) -> int:
+        value = self.args.get(t.name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return t.default
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            self.add(f"{t.name} must be an integer, got {type(value).__name__}")
+            return t.default
+        try:
+            number = int(value.strip()) if isinstance(value, str) else value
+        except ValueError:
+            self.add(f"{t.name} must be an integer, got {value!r}")
+            return t.default
+        if not t.low <= number <= t.high:
+            self.add(f"{t.name} must be between {t.low} and {t.high}, got {number}")
+            return t.default
+        return number
+
+    def flag(self, name: str) -> bool:
+        value = self.args.get(name)
+        if value is None or isinstance(value, bool):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in ("", "0", "false", "no"):
+            return False
+        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes"):
+            return True
+        self.add(f"{name} must be true or false, got {value!r}")
+        return False
+
+
+def check_db_name(name: str, param: str) -> str | None:
+    """The reason CouchDB would reject this database name, or None."""
+    if len(name) > _DB_NAME_MAX:
+        return f"{param} is longer than {_DB_NAME_MAX} characters"
+    if not _DB_NAME.match(name):
+        return (
+            f"{param} {name!r} is not a valid database name: it must start with a lowercase letter "
+            "and contain only a-z, 0-9 and _$()+-/"
+        )
+    return None
+
+
+def _split_url(p: _Problems, name: str, value: str, default_scheme: str | None) -> tuple[str, str | None, str | None] | None:
+    """Check a service URL; return (scheme://host[:port], user, password) or None after adding a problem."""
+    if "://" not in value:
+        if default_scheme is None:
+            p.add(f"{name} must start with https:// or http://, got {value!r}")
+            return None
+        value = f"{default_scheme}://{value}"
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises on a non-numeric port
+    except ValueError as exc:
+        p.add(f"{name} is not a valid URL: {exc}")
+        return None
+    if parts.scheme not in ("http", "https"):
+        p.add(f"{name} must use https:// or http://, got {parts.scheme}://")
+        return None
+    if not parts.hostname:
+        p.add(f"{name} has no host name")
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        p.add(f"{name} must be just scheme://host[:port], without a path, query or fragment")
+        return None
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    base = f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    return base, user, password
+
+
+def _cloudant(p: _Problems, verify_tls: bool, token_url: str) -> CloudantConfig | None:
+    raw_url = p.text("CLOUDANT_URL", required=True)
+    iam_key = p.secret("CLOUDANT_IAM_KEY")
+    username = p.text("CLOUDANT_USERNAME")
+    password = p.secret("CLOUDANT_PASSWORD")
+    if raw_url is None:
+        return None
+    split = _split_url(p, "CLOUDANT_URL", raw_url, default_scheme=None)
+    if split is None:
+        return None
+    url, url_user, url_password = split
+    if url_user is not None:
+        # Credentials inside the URL are accepted as basic auth, then kept out of the URL (and every message).
+        if url_password is None:
+            p.add("CLOUDANT_URL has a user name but no password; use CLOUDANT_USERNAME and CLOUDANT_PASSWORD")
+            return None
+        if username or password:
+            p.add("CLOUDANT_URL carries credentials and CLOUDANT_USERNAME/CLOUDANT_PASSWORD are set too; give one")
+            return None
+        username, password = url_user, Secret(url_password)
+    if username and not password:
+        p.add("CLOUDANT_USERNAME is set but CLOUDANT_PASSWORD is missing")
+    if password and not username:
+        p.add("CLOUDANT_PASSWORD is set but CLOUDANT_USERNAME is missing")
+    if iam_key and (username or password):
+        p.add("give either CLOUDANT_IAM_KEY (IAM) or CLOUDANT_USERNAME + CLOUDANT_PASSWORD (basic auth), not both")
+        return None
+    if iam_key:
+        return CloudantConfig(url, "iam", iam_key=iam_key, iam_token_url=token_url, verify_tls=verify_tls)
+    if username and password:
+        return CloudantConfig(url, "basic", username=username, password=password, verify_tls=verify_tls)
+    return CloudantConfig(url, "none", verify_tls=verify_tls)
+
+
+def _cos(p: _Problems, verify_tls: bool, token_url: str) -> CosConfig | None:
+    raw_endpoint = p.text("COS_ENDPOINT", required=True)
+    bucket = p.text("COS_BUCKET", required=True)
+    api_key = p.secret("COS_API_KEY")
+    instance = p.text("COS_SERVICE_INSTANCE_ID")
+    access_key = p.text("COS_ACCESS_KEY_ID")
+    secret_key = p.secret("COS_SECRET_ACCESS_KEY")
+    prefix = p.text("COS_PREFIX") or ""
+    endpoint = None
+    if raw_endpoint is not None:
+        split = _split_url(p, "COS_ENDPOINT", raw_endpoint, default_scheme="https")
+        if split is not None:
+            endpoint = split[0]
+            if split[1] is not None:
+                p.add("COS_ENDPOINT must not carry credentials; use COS_ACCESS_KEY_ID/COS_SECRET_ACCESS_KEY or COS_API_KEY")
+                endpoint = None
+    if bucket is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        p.add(f"COS_BUCKET {bucket!r} is not a valid bucket name (3-63 characters: a-z, 0-9, '.', '-')")
+    if prefix.startswith("/"):
+        p.add("COS_PREFIX must not start with '/'")
+    iam = api_key is not None or instance is not None
+    hmac = access_key is not None or secret_key is not None
+    auth = None
+    if iam and hmac:
+        p.add("give either COS_API_KEY + COS_SERVICE_INSTANCE_ID (IAM) or COS_ACCESS_KEY_ID + COS_SECRET_ACCESS_KEY (HMAC), not both")
+    elif iam:
+        if api_key is None:
+            p.add("COS_SERVICE_INSTANCE_ID is set but COS_API_KEY is missing")
+        elif instance is None:
+            p.add("COS_API_KEY is set but COS_SERVICE_INSTANCE_ID is missing")
+        else:
+            auth = "iam"
+    elif hmac:
+        if access_key is None:
+            p.add("COS_SECRET_ACCESS_KEY is set but COS_ACCESS_KEY_ID is missing")
+        elif secret_key is None:
+            p.add("COS_ACCESS_KEY_ID is set but COS_SECRET_ACCESS_KEY is missing")
+        else:
+            auth = "hmac"
+    else:
+        p.add("COS credentials are missing: give COS_API_KEY + COS_SERVICE_INSTANCE_ID or COS_ACCESS_KEY_ID + COS_SECRET_ACCESS_KEY")
+    if endpoint is None or bucket is None or auth is None:
+        return None
+    return CosConfig(
+        endpoint, bucket, auth, api_key=api_key, service_instance_id=instance, access_key_id=access_key,
+        secret_access_key=secret_key, iam_token_url=token_url, prefix=prefix, verify_tls=verify_tls,
+    )
+
+
+def load_config(args: Mapping[str, Any]) -> Config:
+    """Validate every parameter; raise one ConfigError listing all problems. Unknown keys are ignored."""
+    if not isinstance(args, Mapping):
+        raise ConfigError(f"parameters must be a JSON object, got {type(args).__name__}")
+    p = _Problems(args)
+    operation = (p.text("OPERATION") or "backup").lower()
+    if operation not in OPERATIONS:
+        p.add(f"OPERATION must be one of {', '.join(OPERATIONS)}, got {args.get('OPERATION')!r}")
+    token_url = p.text("IAM_TOKEN_URL") or DEFAULT_IAM_TOKEN_URL
+    if not token_url.startswith(("https://", "http://")):
+        p.add(f"IAM_TOKEN_URL must start with https:// or http://, got {token_url!r}")
+    verify_tls = not p.flag("DISABLE_TLS_VERIFY")
+    needs_db = operation in ("backup", "restore")
+    db = p.text("CLOUDANT_DB", required=needs_db)
+    if db is not None:
+        problem = check_db_name(db, "CLOUDANT_DB")
+        if problem:
+            p.add(problem)
+    source_db = p.text("SOURCE_DB")
+    if source_db is not None and (problem := check_db_name(source_db, "SOURCE_DB")):
+        p.add(problem)
+    key = p.text("COS_KEY", required=operation in ("restore", "verify"))
+    if operation == "verify" and key == "latest" and not (source_db or db):
+        p.add("COS_KEY latest needs SOURCE_DB (or CLOUDANT_DB) to say whose backups")
+    if operation == "restore" and key == "latest" and not source_db:
+        p.add("COS_KEY latest needs SOURCE_DB: the database whose newest backup to restore")
+    cloudant = _cloudant(p, verify_tls, token_url) if needs_db else None
+    cos = _cos(p, verify_tls, token_url)
+    tuning = {t.name: p.integer(t) for t in TUNABLES}
+    create_target = p.flag("CREATE_TARGET")
+    allow_non_empty = p.flag("ALLOW_NON_EMPTY_TARGET")
+    if p.items:
+        raise ConfigError("invalid parameters: " + "; ".join(p.items))
+    assert cos is not None and (cloudant is not None or not needs_db)
+    return Config(
+        operation=operation, db=db, cloudant=cloudant, cos=cos, tuning=tuning, key=key, source_db=source_db,
+        create_target=create_target, allow_non_empty=allow_non_empty,
+    )

@@ -1,0 +1,226 @@
+"""IBM Cloud Object Storage I/O through the official `ibm-cos-sdk` (ibm_boto3): client, errors,
+multipart upload that always commits or aborts, small JSON objects, streamed reads, listing.
+
+Every SDK exception is turned here, once, into a `CosError` naming the bucket and key.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterator, TypeVar
+
+import ibm_boto3
+from ibm_botocore.client import Config as BotoConfig
+from ibm_botocore.exceptions import BotoCoreError, ClientError
+
+from backup.config import CosConfig
+from backup.errors import CosError
+from backup.log import Log
+from backup.parts import MAX_PARTS, part_size
+
+T = TypeVar("T")
+# Read size when streaming an object back: big enough to keep the reader fast, small enough to stay flat.
+READ_CHUNK = 1024 * 1024
+
+
+def make_client(cfg: CosConfig, timeout: int, max_retries: int) -> Any:
+    """An S3 client: IAM (oauth signatures, token from IAM_TOKEN_URL) or HMAC (signature v4)."""
+    boto_cfg = BotoConfig(
+        signature_version="oauth" if cfg.auth == "iam" else "s3v4",
+        connect_timeout=min(timeout, 30),
+        read_timeout=timeout,
+        retries={"max_attempts": max_retries + 1, "mode": "standard"},
+    )
+    kwargs: dict[str, Any] = {"endpoint_url": cfg.endpoint, "config": boto_cfg, "verify": cfg.verify_tls}
+    if cfg.auth == "iam":
+        assert cfg.api_key is not None
+        kwargs.update(
+            ibm_api_key_id=cfg.api_key.reveal(),
+            ibm_service_instance_id=cfg.service_instance_id,
+            ibm_auth_endpoint=cfg.iam_token_url,
+        )
+    else:
+        assert cfg.secret_access_key is not None
+        kwargs.update(aws_access_key_id=cfg.access_key_id, aws_secret_access_key=cfg.secret_access_key.reveal())
+    return ibm_boto3.client("s3", **kwargs)
+
+
+_HINTS = {
+    "NoSuchBucket": "the bucket does not exist: check COS_BUCKET and COS_ENDPOINT",
+    "NoSuchKey": "no such object: check COS_KEY",
+    "404": "not found (404): check COS_BUCKET / COS_KEY",
+    "AccessDenied": "access denied: the credentials lack permission on this bucket",
+    "403": "access denied (403): check the COS credentials and their access to this bucket",
+    "InvalidAccessKeyId": "the HMAC access key id was rejected: check COS_ACCESS_KEY_ID",
+    "SignatureDoesNotMatch": "the HMAC signature was rejected: check COS_SECRET_ACCESS_KEY",
+    "NoSuchUpload": "the multipart upload no longer exists (aborted or expired)",
+}
+
+
+def describe(exc: BaseException, what: str) -> CosError:
+    if isinstance(exc, CosError):
+        return exc
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        hint = _HINTS.get(code) or f"{code or status}: {error.get('Message') or exc}"
+        return CosError(f"{what}: {hint}")
+    if isinstance(exc, BotoCoreError):
+        return CosError(f"{what}: {exc}")
+    text = str(exc)
+    if "token" in text.lower() or "iam" in type(exc).__name__.lower():
+        return CosError(f"{what}: IAM authentication failed (check COS_API_KEY and IAM_TOKEN_URL): {type(exc).__name__}: {text}")
+    return CosError(f"{what}: {type(exc).__name__}: {text}")
+
+
+def call(what: str, fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except Exception as exc:
+        raise describe(exc, what) from None
+
+
+def where(bucket: str, key: str = "") -> str:
+    return f"cos://{bucket}/{key}"
+
+
+def check_bucket(s3: Any, bucket: str) -> None:
+    """Fail early, before reading any document, when the bucket is missing or not ours to write."""
+    call(f"checking bucket {where(bucket)}", lambda: s3.head_bucket(Bucket=bucket))
+
+
+class MultipartUpload:
+    """A multipart upload that either completes or is aborted: never left half-done.
+
+    `write()` takes whole lines; a part is cut when the buffer reaches the planned part size, so every
+    part ends on a line boundary (what a checkpoint needs) and memory holds at most about one part.
+    Use as a context manager: leaving it with an exception aborts the upload.
+    """
+
+    def __init__(self, s3: Any, bucket: str, key: str, base_part_size: int, log: Log,
+                 metadata: dict[str, str] | None = None) -> None:
+        self.s3, self.bucket, self.key = s3, bucket, key
+        self.base = base_part_size
+        self.log = log
+        self.metadata = metadata or {}
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, Any]] = []
+        self.bytes = 0
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._completed = False
+
+    def __enter__(self) -> "MultipartUpload":
+        response = call(
+            f"starting upload of {where(self.bucket, self.key)}",
+            lambda: self.s3.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, ContentType="text/plain; charset=utf-8", Metadata=self.metadata
+            ),
+        )
+        self.upload_id = response["UploadId"]
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None and not self._completed:
+            self.abort()
+
+    def write(self, data: bytes) -> None:
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered >= part_size(len(self.parts) + 1, self.base):
+            self._flush()
+
+    def _flush(self) -> None:
+        number = len(self.parts) + 1
+        if number > MAX_PARTS:
+            raise CosError(f"uploading {where(self.bucket, self.key)}: more than {MAX_PARTS} parts needed; raise PART_SIZE_MB")
+        body = b"".join(self._buffer)
+        self._buffer, self._buffered = [], 0
+        response = call(
+            f"uploading part {number} of {where(self.bucket, self.key)}",
+            lambda: self.s3.upload_part(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
+            ),
+        )
+        self.parts.append({"PartNumber": number, "ETag": response["ETag"]})
+        self.bytes += len(body)
+
+    def complete(self) -> None:
+        if self._buffered or not self.parts:
+            self._flush()
+        call(
+            f"completing upload of {where(self.bucket, self.key)}",
+            lambda: self.s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
+            ),
+        )
+        self._completed = True
+
+    def abort(self) -> None:
+        """Abort, so no object appears and no billed incomplete upload remains. Never raises."""
+        if self.upload_id is None:
+            return
+        self._buffer, self._buffered = [], 0
+        try:
+            self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+            self.log.info("upload_aborted", bucket=self.bucket, key=self.key)
+        except Exception as exc:  # noqa: BLE001 - the original failure is what the caller reports
+            self.log.error(
+                "abort_failed", bucket=self.bucket, key=self.key, upload_id=self.upload_id,
+                error=str(describe(exc, "aborting the upload")),
+                hint="an AbortIncompleteMultipartUpload lifecycle rule on the bucket removes leftovers",
+            )
+
+
+def put_json(s3: Any, bucket: str, key: str, value: Any) -> None:
+    body = json.dumps(value, indent=1, sort_keys=True).encode()
+    call(f"writing {where(bucket, key)}", lambda: s3.put_object(Bucket=bucket, Key=key, Body=body,
+                                                                 ContentType="application/json"))
+
+
+def get_json(s3: Any, bucket: str, key: str) -> Any:
+    def fetch() -> Any:
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    return call(f"reading {where(bucket, key)}", fetch)
+
+
+def exists(s3: Any, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        return True
+    except ClientError as exc:
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+            return False
+        raise describe(exc, f"checking {where(bucket, key)}") from None
+    except Exception as exc:
+        raise describe(exc, f"checking {where(bucket, key)}") from None
+
+
+def delete(s3: Any, bucket: str, key: str) -> None:
+    call(f"deleting {where(bucket, key)}", lambda: s3.delete_object(Bucket=bucket, Key=key))
+
+
+def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+    """Every object under prefix (key, size, last modified), page by page."""
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        if token:
+            kwargs["ContinuationToken"] = token
+        page = call(f"listing {where(bucket, prefix)}", lambda: s3.list_objects_v2(**kwargs))
+        yield from page.get("Contents", [])
+        if not page.get("IsTruncated"):
+            return
+        token = page.get("NextContinuationToken")
+
+
+def iter_chunks(s3: Any, bucket: str, key: str) -> Iterator[bytes]:
+    """The object's bytes as a stream of chunks: memory holds one chunk, whatever the object size."""
+    what = f"reading {where(bucket, key)}"
+    body = call(what, lambda: s3.get_object(Bucket=bucket, Key=key))["Body"]
+    try:
+        while chunk := call(what, lambda: body.read(READ_CHUNK)):
+            yield chunk
+    finally:
+        body.close()

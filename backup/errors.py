@@ -1,0 +1,46 @@
+"""The few typed errors the tool raises. Each message says what failed and where, never a secret.
+
+`main(args)` turns them into `{"error": ...}`; the CLI turns them into an exit code.
+"""
+
+
+class BackupError(Exception):
+    """Base of every error this tool reports on purpose."""
+
+    exit_code = 1
+    kind = "error"
+
+
+class ConfigError(BackupError):
+    """The parameters are wrong; nothing was contacted."""
+
+    exit_code = 2
+    kind = "config"
+
+
+class CloudantError(BackupError):
+    """The Cloudant/CouchDB side failed: unreachable, unauthorised, missing database, rejected writes."""
+
+    exit_code = 3
+    kind = "cloudant"
+
+
+class CosError(BackupError):
+    """The Object Storage side failed: unreachable, unauthorised, missing bucket or object, upload failed."""
+
+    exit_code = 4
+    kind = "cos"
+
+
+class FormatError(BackupError):
+    """A backup object is not a well-formed backup (corrupt, truncated, not ours)."""
+
+    exit_code = 5
+    kind = "format"
+
+
+class DatabaseNotEmptyError(CloudantError):
+    """A restore target already holds documents."""
+
+    exit_code = 6
+    kind = "target_not_empty"

@@ -1,0 +1,111 @@
+"""The couchbackup file format: pure encoding and decoding of lines, no I/O.
+
+Line 1: a metadata object (couchrestore reads it when `name`, `version` and `mode` are truthy).
+Every further line: one JSON array of documents. Lines end with `\n` only.
+JSON is written ASCII-only (non-ASCII as \\uXXXX): couchrestore 2.11 corrupts multi-byte UTF-8 that
+straddles its 64 KiB read chunks, and escapes make the file immune.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+from backup import __version__
+from backup.errors import FormatError
+
+TOOL_NAME = "cloudant-cos-backup"
+RESUME_MARKER = {"marker": "@cloudant/couchbackup:resume"}
+
+
+def metadata_line(mode: str = "shallow", **facts: Any) -> bytes:
+    """The first line. Our facts (database, start time, update_seq...) ride along; couchrestore ignores them."""
+    meta = {"name": TOOL_NAME, "version": __version__, "mode": mode, "attachments": False}
+    meta.update(facts)
+    return encode(meta)
+
+
+def docs_line(docs: list[dict[str, Any]]) -> bytes:
+    return encode(docs)
+
+
+def encode(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode("ascii") + b"\n"
+
+
+@dataclass
+class Line:
+    """One decoded line: docs to restore (possibly empty), or the metadata."""
+
+    number: int
+    docs: list[dict[str, Any]]
+    metadata: dict[str, Any] | None = None
+
+
+def is_metadata(value: Any) -> bool:
+    return isinstance(value, dict) and all(value.get(k) for k in ("name", "version", "mode"))
+
+
+class LineDecoder:
+    """Decodes a backup file line by line with couchrestore's rules.
+
+    With a metadata line every broken line is an error naming its number; without one (files from
+    couchbackup before 2.10) unparsable lines are skipped, as couchrestore does.
+    """
+
+    def __init__(self) -> None:
+        self.number = 0
+        self.metadata: dict[str, Any] | None = None
+        self.skipped: list[int] = []
+
+    def decode(self, raw: bytes) -> Line | None:
+        self.number += 1
+        text = raw.strip()
+        if not text:
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return self._bad(f"Error on line {self.number} of backup file - cannot parse as JSON")
+        if self.number == 1 and is_metadata(value):
+            self.metadata = value
+            if value.get("attachments"):
+                raise FormatError(
+                    "the backup was made with attachments, which this tool does not restore; use couchrestore --attachments"
+                )
+            return Line(self.number, [], metadata=value)
+        if value == RESUME_MARKER:
+            return None
+        if not isinstance(value, list):
+            return self._bad(f"Error on line {self.number} of backup file - not an array of documents")
+        for doc in value:
+            if not isinstance(doc, dict) or not isinstance(doc.get("_id"), str):
+                return self._bad(f"Error on line {self.number} of backup file - an element is not a document with an _id")
+        return Line(self.number, value)
+
+    def _bad(self, message: str) -> None:
+        if self.metadata is None:
+            self.skipped.append(self.number)
+            return None
+        raise FormatError(message)
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bool]]:
+    """Lines of a byte stream as (line without `\\n`, ended_with_newline).
+
+    Splits on `\\n` bytes only (str.splitlines would also split on U+2028 inside JSON strings). A final
+    line without a newline is still yielded, flagged, so a truncated object shows as a broken last line.
+    """
+    pending: list[bytes] = []
+    for chunk in chunks:
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            pending.append(chunk[start:end])
+            yield b"".join(pending), True
+            pending = []
+            start = end + 1
+        if start < len(chunk):
+            pending.append(chunk[start:])
+    if pending:
+        yield b"".join(pending), False

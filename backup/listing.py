@@ -1,0 +1,24 @@
+"""List: the backups in the bucket, newest first, with size, time and doc count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backup import cos
+from backup.catalog import find_backups
+from backup.config import Config
+from backup.keys import format_time
+from backup.log import Log
+
+
+def run_list(config: Config, log: Log) -> dict[str, Any]:
+    s3 = cos.make_client(config.cos, config.tune("REQUEST_TIMEOUT"), config.tune("MAX_RETRIES"))
+    entries = find_backups(s3, config.cos.bucket, config.cos.prefix, config.db)
+    backups = [
+        {
+            "key": e.name.key, "database": e.name.db, "time": format_time(e.name.time), "bytes": e.size,
+            "docs": e.manifest.docs if e.manifest else None, "complete": e.manifest is not None,
+        }
+        for e in entries
+    ]
+    return {"ok": True, "operation": "list", "bucket": config.cos.bucket, "count": len(backups), "backups": backups}

@@ -1,0 +1,65 @@
+"""Secrets never leave: a value type that hides itself, and a redactor for every outgoing text.
+
+Every secret value the configuration holds is registered here; `redact()` is applied to each log line,
+result and error message, so even an SDK exception that quotes a URL or a header cannot leak one.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from urllib.parse import quote, quote_plus
+
+MASK = "****"
+
+# userinfo inside any URL: scheme://user:password@host -> scheme://****@host
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s\"']+@")
+# bearer tokens and basic credentials in any quoted header
+_AUTH_HEADER = re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+
+_lock = threading.Lock()
+_known: set[str] = set()
+
+
+class Secret:
+    """A string that prints as **** in reprs, f-strings and logs; `.reveal()` is the only way in."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+        register(value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def register(value: str | None) -> None:
+    """Remember a secret value so that `redact` masks it wherever it appears."""
+    if value and len(value) >= 3:  # masking 1-2 chars would mangle every message
+        with _lock:
+            _known.add(value)
+
+
+def redact(text: str) -> str:
+    """Mask every registered secret (raw and URL-encoded), URL userinfo and auth headers in text."""
+    text = _URL_USERINFO.sub(lambda m: m.group("scheme") + MASK + "@", text)
+    text = _AUTH_HEADER.sub(lambda m: m.group(1) + m.group(2) + " " + MASK, text)
+    with _lock:
+        values = sorted(_known, key=len, reverse=True)
+    for value in values:
+        for form in {value, quote(value, safe=""), quote_plus(value)}:
+            if form in text:
+                text = text.replace(form, MASK)
+    return text

@@ -1,0 +1,130 @@
+"""Restore: stream a backup object from COS into a database with `_bulk_docs` and `new_edits: false`.
+
+    COS object --> lines (streamed) --> LineDecoder --> batches --> N `_bulk_docs` in flight --> Cloudant
+
+`_id`, `_rev` (and `_revisions` when the file has them) are kept exactly. Memory holds one line plus
+the batches in flight. Any per-document error in a response fails the restore, and the message
+says the target now holds a partial restore: it is never reported as a success.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from backup import cloudant, cos
+from backup.catalog import latest_key
+from backup.config import Config
+from backup.errors import BackupError, CloudantError, DatabaseNotEmptyError, FormatError
+from backup.format import LineDecoder, split_lines
+from backup.log import Log
+
+
+def _prepare_target(client: Any, db: str, create: bool, allow_non_empty: bool, log: Log) -> None:
+    """Preflight: the target exists (or is created when asked) and is empty (unless told otherwise)."""
+    where = f"{client.service_url}/{db}"
+    try:
+        info = cloudant.database_info(client, db)
+    except CloudantError as exc:
+        if "(404)" not in str(exc):
+            raise
+        if not create:
+            raise CloudantError(
+                f"restoring into '{db}': the target database does not exist; create it or set CREATE_TARGET=true"
+            ) from None
+        cloudant.call(f"creating database '{db}'", where, lambda: client.put_database(db=db).get_result())
+        log.info("target_created", database=db)
+        return
+    used = (info.get("doc_count") or 0) + (info.get("doc_del_count") or 0)
+    if used and not allow_non_empty:
+        raise DatabaseNotEmptyError(
+            f"restoring into '{db}': the target database is not empty ({info.get('doc_count')} documents); "
+            "restore into a new, empty database, or set ALLOW_NON_EMPTY_TARGET=true to write into it anyway"
+        )
+
+
+def _write_batch(client: Any, db: str, docs: list[dict[str, Any]], number: int, lines: tuple[int, int]) -> int:
+    where = f"{client.service_url}/{db}"
+    what = f"restoring batch {number} (lines {lines[0]}-{lines[1]}) into '{db}'"
+    result = cloudant.call(
+        what, where, lambda: client.post_bulk_docs(db=db, bulk_docs={"docs": docs, "new_edits": False}).get_result()
+    )
+    failed = [r for r in (result or []) if isinstance(r, dict) and r.get("error")]
+    if failed:
+        sample = "; ".join(f"{r.get('id')!r}: {r.get('error')} {r.get('reason', '')}".strip() for r in failed[:3])
+        raise CloudantError(f"{what}: {len(failed)} of {len(docs)} documents were rejected ({sample})")
+    return len(docs)
+
+
+def run_restore(config: Config, log: Log) -> dict[str, Any]:
+    assert config.cloudant is not None and config.db is not None and config.key is not None
+    started = time.monotonic()
+    db, bucket = config.db, config.cos.bucket
+    timeout, retries = config.tune("REQUEST_TIMEOUT"), config.tune("MAX_RETRIES")
+    batch_size, parallelism = config.tune("RESTORE_BATCH_SIZE"), config.tune("RESTORE_PARALLELISM")
+    client = cloudant.make_client(config.cloudant, timeout, retries)
+    s3 = cos.make_client(config.cos, timeout, retries)
+    key = config.key
+    if key == "latest":
+        assert config.source_db is not None
+        key = latest_key(s3, bucket, config.cos.prefix, config.source_db)
+    if not cos.exists(s3, bucket, key):
+        raise BackupError(f"restoring {cos.where(bucket, key)}: no such object; see `python -m backup list`")
+    _prepare_target(client, db, config.create_target, config.allow_non_empty, log)
+    log.info("restore_started", database=db, bucket=bucket, key=key)
+
+    decoder = LineDecoder()
+    in_flight: deque[Future[int]] = deque()
+    docs_written = batches = 0
+    batch: list[dict[str, Any]] = []
+    first_line = 0
+
+    def drain(limit: int) -> None:
+        nonlocal docs_written
+        while len(in_flight) > limit:
+            docs_written += in_flight.popleft().result()
+
+    with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="restore") as pool:
+        try:
+            def submit() -> None:
+                nonlocal batch, batches
+                batches += 1
+                in_flight.append(pool.submit(_write_batch, client, db, batch, batches, (first_line, decoder.number)))
+                batch = []
+                drain(parallelism)
+
+            for raw, _ in split_lines(cos.iter_chunks(s3, bucket, key)):
+                line = decoder.decode(raw)
+                if line is None or not line.docs:
+                    continue
+                for doc in line.docs:
+                    if not batch:
+                        first_line = line.number
+                    batch.append(doc)
+                    if len(batch) >= batch_size:
+                        submit()
+            if decoder.number == 0:
+                raise FormatError(f"restoring {cos.where(bucket, key)}: the object is empty")
+            if batch:
+                submit()
+            drain(0)
+        except BaseException as exc:
+            for future in in_flight:
+                future.cancel()
+            if isinstance(exc, BackupError):
+                raise type(exc)(
+                    f"{exc} -- the restore stopped; '{db}' may now hold a partial restore: delete it before retrying"
+                ) from None
+            raise
+    seconds = round(time.monotonic() - started, 3)
+    result = {
+        "ok": True, "operation": "restore", "database": db, "bucket": bucket, "key": key, "docs": docs_written,
+        "batches": batches, "seconds": seconds,
+        "docs_per_second": round(docs_written / seconds, 1) if seconds else None,
+    }
+    if decoder.skipped:
+        result["skipped_lines"] = decoder.skipped[:100]
+    log.info("restore_finished", **result)
+    return result

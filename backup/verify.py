@@ -1,0 +1,81 @@
+"""Verify: prove one backup object is whole and well-formed without touching any database.
+
+Streams the object once: checks the metadata line and every line's JSON, counts docs, and compares
+doc count, byte size, line count and sha256 with the manifest written at backup time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Iterator
+
+from backup import cos
+from backup.catalog import latest_key
+from backup.config import Config
+from backup.errors import CosError, FormatError
+from backup.format import LineDecoder, split_lines
+from backup.keys import manifest_key
+from backup.log import Log
+from backup.manifest import Manifest
+
+
+def _hashed(chunks: Iterator[bytes], digest: Any, counter: list[int]) -> Iterator[bytes]:
+    for chunk in chunks:
+        digest.update(chunk)
+        counter[0] += len(chunk)
+        yield chunk
+
+
+def run_verify(config: Config, log: Log) -> dict[str, Any]:
+    started = time.monotonic()
+    bucket = config.cos.bucket
+    s3 = cos.make_client(config.cos, config.tune("REQUEST_TIMEOUT"), config.tune("MAX_RETRIES"))
+    key = config.key or ""
+    if key == "latest":
+        key = latest_key(s3, bucket, config.cos.prefix, config.source_db or config.db or "")
+    where = cos.where(bucket, key)
+    try:
+        manifest = Manifest.from_json(cos.get_json(s3, bucket, manifest_key(key)))
+    except CosError:
+        if not cos.exists(s3, bucket, key):
+            raise CosError(f"verifying {where}: no such object") from None
+        raise FormatError(f"verifying {where}: it has no manifest, so it was not completed by this tool") from None
+    except (ValueError, TypeError):
+        raise FormatError(f"verifying {where}: its manifest is unreadable") from None
+
+    digest, size = hashlib.sha256(), [0]
+    decoder = LineDecoder()
+    docs = lines = 0
+    ended_with_newline = True
+    try:
+        for raw, ended_with_newline in split_lines(_hashed(cos.iter_chunks(s3, bucket, key), digest, size)):
+            lines += 1
+            line = decoder.decode(raw)
+            if lines == 1 and decoder.metadata is None:
+                raise FormatError("line 1 is not a backup metadata line: this is not a backup file")
+            if line is not None:
+                docs += len(line.docs)
+    except FormatError as exc:
+        raise FormatError(f"verifying {where}: {exc}") from None
+
+    problems = []
+    if not ended_with_newline:
+        problems.append("the last line is cut short (no final newline): the object is truncated")
+    if size[0] != manifest.bytes:
+        problems.append(f"size is {size[0]} bytes, the backup wrote {manifest.bytes}")
+    if lines != manifest.lines:
+        problems.append(f"it has {lines} lines, the backup wrote {manifest.lines}")
+    if docs != manifest.docs:
+        problems.append(f"it holds {docs} documents, the backup wrote {manifest.docs}")
+    if digest.hexdigest() != manifest.sha256:
+        problems.append("its sha256 differs from the one recorded at backup time: the content changed")
+    if problems:
+        raise FormatError(f"verifying {where}: corrupted or truncated: " + "; ".join(problems))
+    result = {
+        "ok": True, "operation": "verify", "bucket": bucket, "key": key, "database": manifest.database,
+        "docs": docs, "lines": lines, "bytes": size[0], "sha256": manifest.sha256,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    log.info("verified", **result)
+    return result
