@@ -26,6 +26,9 @@ from backup.pipe import Pipe, PipeCancelled
 
 # Bytes the reader may run ahead of the uploader: enough to keep both busy, small enough to stay flat.
 PIPE_BYTES = 16 * MIB
+# Target size of one `_all_docs` page: PAGE_SIZE rows of tiny docs is cheap, of 1 MB docs it is not,
+# so the row limit shrinks as the average document grows (memory stays flat, requests stay few).
+PAGE_BYTES = 8 * MIB
 
 
 class _Reader:
@@ -39,6 +42,7 @@ class _Reader:
         self.first_line = first_line
         self.docs = 0
         self.lines = 0
+        self.bytes = 0
         self.last_id: str | None = None
         self.thread = threading.Thread(target=self._run, name=f"reader-{db}", daemon=True)
 
@@ -47,7 +51,7 @@ class _Reader:
             self._emit(self.first_line)
             pending: list[dict[str, Any]] = []
             next_progress = self.progress_every
-            for page in cloudant.iter_pages(self.client, self.db, self.page_size):
+            for page in cloudant.iter_pages(self.client, self.db, self._next_page_size):
                 pending.extend(page)
                 while len(pending) >= self.per_line:
                     self._emit_docs(pending[: self.per_line])
@@ -63,6 +67,12 @@ class _Reader:
         except BaseException as exc:  # noqa: BLE001 - handed to the uploader, which raises it
             self.pipe.close(error=exc)
 
+    def _next_page_size(self) -> int:
+        if not self.docs:
+            return min(self.page_size, 500)  # first page: doc sizes still unknown
+        average = max(self.bytes // self.docs, 1)
+        return max(1, min(self.page_size, PAGE_BYTES // average))
+
     def _emit_docs(self, docs: list[dict[str, Any]]) -> None:
         self._emit(docs_line(docs))
         self.docs += len(docs)
@@ -71,6 +81,8 @@ class _Reader:
     def _emit(self, line: bytes) -> None:
         self.pipe.write(line)
         self.lines += 1
+        if self.lines > 1:
+            self.bytes += len(line)
 
 
 def run_backup(config: Config, log: Log, now: datetime | None = None) -> dict[str, Any]:

@@ -100,20 +100,21 @@ def database_info(client: CloudantV1, db: str) -> dict[str, Any]:
     return call(f"reading database '{db}'", where, lambda: client.get_database_information(db=db).get_result())
 
 
-def iter_pages(client: CloudantV1, db: str, page_size: int) -> Iterator[list[dict[str, Any]]]:
+def iter_pages(client: CloudantV1, db: str, page_size: Callable[[], int]) -> Iterator[list[dict[str, Any]]]:
     """Every live document (winning revision, design docs included) in id order, one page at a time.
 
     Paging uses start_key = last id seen (fetching one extra row and dropping it), which never skips
     an id, unlike `last id + "\\u0000"`. Each page is one request: the scarce "global query" class.
+    `page_size()` is asked before each request, so the caller can size pages by bytes.
     """
     last_id: str | None = None
     where = f"{client.service_url}/{db}"
     while True:
         kwargs: dict[str, Any] = {"db": db, "include_docs": True, "end_key": END_KEY}
         if last_id is None:
-            kwargs["limit"] = page_size
+            kwargs["limit"] = page_size()
         else:
-            kwargs["limit"] = page_size + 1
+            kwargs["limit"] = page_size() + 1
             kwargs["start_key"] = last_id
         result = call(f"reading documents of '{db}'", where, lambda: client.post_all_docs(**kwargs).get_result())
         rows = result.get("rows", [])

@@ -145,6 +145,7 @@ class MultipartUpload:
         )
         self.parts.append({"PartNumber": number, "ETag": response["ETag"]})
         self.bytes += len(body)
+        self.log.info("part_uploaded", key=self.key, part=number, bytes=len(body), total_bytes=self.bytes)
 
     def complete(self) -> None:
         if self._buffered or not self.parts:

@@ -48,16 +48,18 @@ def run_verify(config: Config, log: Log) -> dict[str, Any]:
     decoder = LineDecoder()
     docs = lines = 0
     ended_with_newline = True
-    try:
-        for raw, ended_with_newline in split_lines(_hashed(cos.iter_chunks(s3, bucket, key), digest, size)):
-            lines += 1
+    for raw, ended_with_newline in split_lines(_hashed(cos.iter_chunks(s3, bucket, key), digest, size)):
+        lines += 1
+        try:
             line = decoder.decode(raw)
-            if lines == 1 and decoder.metadata is None:
-                raise FormatError("line 1 is not a backup metadata line: this is not a backup file")
-            if line is not None:
-                docs += len(line.docs)
-    except FormatError as exc:
-        raise FormatError(f"verifying {where}: {exc}") from None
+        except FormatError as exc:
+            if not ended_with_newline:  # a broken *last* line without its newline: the object was cut
+                raise FormatError(f"verifying {where}: the object is truncated: line {lines} is cut short") from None
+            raise FormatError(f"verifying {where}: {exc}") from None
+        if lines == 1 and decoder.metadata is None:
+            raise FormatError(f"verifying {where}: line 1 is not a backup metadata line: this is not a backup file")
+        if line is not None:
+            docs += len(line.docs)
 
     problems = []
     if not ended_with_newline:

@@ -1,0 +1,59 @@
+"""The README's first command: start the embedded local stack, back up a sample database, verify it.
+
+    scripts/demo.sh [--docs N]
+
+pouchdb-server stands in for Cloudant/CouchDB and SeaweedFS for IBM COS; both run on 127.0.0.1 and
+are stopped at the end. Logs go to stderr; the backup's result is the last line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import ibm_boto3
+
+from backup.action import main
+from backup.log import Log
+from devstack import LocalStack
+
+ANIMALS = ["aardvark", "badger", "cat", "dog", "elephant", "fox", "giraffe", "hippo", "ibis", "jaguar"]
+
+
+def run(docs: int) -> int:
+    log = Log(stream=sys.stderr)
+    with LocalStack() as stack:
+        db, bucket = "animals", "backups"
+        stack.couch.create_db(db)
+        stack.couch.bulk_docs(db, [
+            {"_id": f"{ANIMALS[i % len(ANIMALS)]}-{i:06d}", "name": ANIMALS[i % len(ANIMALS)], "legs": 4 - (i % 3 == 0) * 2,
+             "notes": "sample document for the cloudant-cos-backup demo"}
+            for i in range(docs)
+        ])
+        ibm_boto3.client("s3", endpoint_url=stack.s3.endpoint, aws_access_key_id=stack.s3.access_key,
+                         aws_secret_access_key=stack.s3.secret_key).create_bucket(Bucket=bucket)
+        params = {
+            "CLOUDANT_URL": stack.couch.url, "CLOUDANT_DB": db,
+            "CLOUDANT_USERNAME": stack.couch.admin[0], "CLOUDANT_PASSWORD": stack.couch.admin[1],
+            "COS_ENDPOINT": stack.s3.endpoint, "COS_BUCKET": bucket,
+            "COS_ACCESS_KEY_ID": stack.s3.access_key, "COS_SECRET_ACCESS_KEY": stack.s3.secret_key,
+        }
+        result = main(params, log=log)
+        if "error" in result:
+            print(json.dumps(result))
+            return 1
+        verified = main({**params, "OPERATION": "verify", "COS_KEY": result["key"]}, log=log)
+        result["verified"] = verified.get("ok", False)
+        print(json.dumps(result))
+        return 0 if verified.get("ok") else 1
+
+
+def cli() -> int:
+    parser = argparse.ArgumentParser(prog="scripts/demo.sh", description="back up a sample database on the local stack")
+    parser.add_argument("--docs", type=int, default=1000, help="documents in the sample database (default 1000)")
+    return run(parser.parse_args().docs)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up everything the demo and the tests need, on a fresh machine: a Python venv with the pinned
+# packages (SDKs, pytest, SeaweedFS, moto) and the pinned Node tools (pouchdb-server, couchbackup).
+# Idempotent and quick when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "setup: Python 3.11 or newer is needed as '$python' (set PYTHON=...)" >&2
+  exit 1
+fi
+if ! command -v node >/dev/null || ! node -e 'process.exit(+process.versions.node.split(".")[0] < 20)'; then
+  echo "setup: Node.js 20 or newer is needed (for pouchdb-server, the local CouchDB stand-in)" >&2
+  exit 1
+fi
+
+stamp_of() { cat requirements.txt requirements-dev.txt package.json package-lock.json | "$python" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())'; }
+stamp=$(stamp_of)
+if [ -f .venv/.setup-stamp ] && [ "$(cat .venv/.setup-stamp)" = "$stamp" ] && [ -d node_modules/pouchdb-server ]; then
+  exit 0
+fi
+
+echo "setup: installing Python packages into .venv" >&2
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+
+echo "setup: installing Node tools into node_modules" >&2
+# --ignore-scripts skips an unused sqlite3 native build; pouchdb-server's LevelDB prebuilds still work.
+npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+
+echo "$stamp" > .venv/.setup-stamp

@@ -1,0 +1,123 @@
+"""Shared test helpers: parameters for the local stack, a capturing log, and readers of real state."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, Callable, Iterable
+
+import requests
+
+from backup.log import Log
+
+# Every output (log line, result, error) produced through `run_main` lands here; test_secrets scans it.
+OUTPUTS: list[str] = []
+# Where the session's secrets come from (fixtures register the stack's passwords, keys and issued tokens).
+SECRET_SOURCES: list[Callable[[], Iterable[str]]] = []
+
+
+def session_secrets() -> set[str]:
+    return {value for source in SECRET_SOURCES for value in source() if value}
+
+
+class CapturedLog(Log):
+    """A Log that keeps its lines, and can run a hook when an event is logged (fault injection)."""
+
+    def __init__(self, hooks: dict[str, Callable[[dict[str, Any]], None]] | None = None) -> None:
+        self.buffer = io.StringIO()
+        super().__init__(stream=self.buffer)
+        self.hooks = hooks or {}
+
+    def _write(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        super()._write(level, event, fields)
+        if event in self.hooks:
+            self.hooks[event](fields)
+
+    @property
+    def text(self) -> str:
+        return self.buffer.getvalue()
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        records = [json.loads(line) for line in self.text.splitlines() if line.strip()]
+        return [r for r in records if name is None or r["event"] == name]
+
+
+def run_main(args: dict[str, Any], log: CapturedLog | None = None) -> tuple[dict[str, Any], CapturedLog]:
+    """Call the action's main(args) as OpenWhisk would; record everything it printed or returned."""
+    from backup.action import main
+
+    log = log or CapturedLog()
+    result = main(args, log=log)
+    json.dumps(result)  # the runtime must be able to serialise it
+    OUTPUTS.append(log.text)
+    OUTPUTS.append(json.dumps(result))
+    return result, log
+
+
+def couch_params(couch: Any, db: str) -> dict[str, str]:
+    params = {"CLOUDANT_URL": couch.url, "CLOUDANT_DB": db}
+    if couch.admin:
+        params.update(CLOUDANT_USERNAME=couch.admin[0], CLOUDANT_PASSWORD=couch.admin[1])
+    return params
+
+
+def cos_params(seaweed: Any, bucket: str) -> dict[str, str]:
+    return {
+        "COS_ENDPOINT": seaweed.endpoint, "COS_BUCKET": bucket,
+        "COS_ACCESS_KEY_ID": seaweed.access_key, "COS_SECRET_ACCESS_KEY": seaweed.secret_key,
+    }
+
+
+def _auth(couch: Any) -> Any:
+    return tuple(couch.admin) if couch.admin else None
+
+
+def load_docs(couch: Any, db: str, docs: list[dict[str, Any]], new_edits: bool = True) -> list[dict[str, Any]]:
+    """Write docs (creating db if needed); returns the per-doc responses."""
+    requests.put(f"{couch.url}/{db}", auth=_auth(couch), timeout=30)
+    out = []
+    for i in range(0, len(docs), 1000):
+        body: dict[str, Any] = {"docs": docs[i:i + 1000]}
+        if not new_edits:
+            body["new_edits"] = False
+        r = requests.post(f"{couch.url}/{db}/_bulk_docs", json=body, auth=_auth(couch), timeout=120)
+        r.raise_for_status()
+        out.extend(r.json())
+    return out
+
+
+def live_docs(couch: Any, db: str) -> list[dict[str, Any]]:
+    """Every live doc (winning revision) in id order, read straight from the server."""
+    r = requests.get(
+        f"{couch.url}/{db}/_all_docs",
+        params={"include_docs": "true", "end_key": json.dumps("\U0010ffff")}, auth=_auth(couch), timeout=120,
+    )
+    r.raise_for_status()
+    return [row["doc"] for row in r.json()["rows"]]
+
+
+def object_lines(s3: Any, bucket: str, key: str) -> list[Any]:
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert body.endswith(b"\n")
+    return [json.loads(line) for line in body.split(b"\n")[:-1]]
+
+
+def keys_in(s3: Any, bucket: str) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def incomplete_uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
+    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def sample_docs(filler: int = 50, filler_bytes: int = 200) -> list[dict[str, Any]]:
+    """The awkward cases: design docs, non-ASCII ids and bodies, a ~500 KB doc, ids with odd characters."""
+    docs: list[dict[str, Any]] = [
+        {"_id": "_design/by_name", "views": {"v": {"map": "function (doc) { emit(doc.name); }"}}},
+        {"_id": "café-ünïcødé", "name": "Zoë", "text": "日本語のテキスト \u2028 line sep \u2029 para sep"},
+        {"_id": "日本", "emoji": "\U0001f600", "nested": {"a": [1, 2.5, None, True, {"b": "ß"}]}},
+        {"_id": "big-doc", "blob": "x" * 500_000},
+        {"_id": "odd id with spaces & / + ?", "v": 1},
+    ]
+    docs += [{"_id": f"doc-{i:06d}", "n": i, "pad": "p" * filler_bytes} for i in range(filler)]
+    return docs

@@ -1,0 +1,172 @@
+"""Restore, list and verify against real servers: every backup proven restorable."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import requests
+
+from backup.keys import backup_key
+from tests.helpers import (
+    OUTPUTS, cos_params, couch_params, incomplete_uploads, live_docs, load_docs, run_main, sample_docs,
+)
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def params(couch, seaweed, db_name, bucket):
+    return {**couch_params(couch, db_name), **cos_params(seaweed, bucket)}
+
+
+def _revise(couch, db, ids, times):
+    """Give docs several revisions, so restore must keep the winning _rev exactly."""
+    auth = tuple(couch.admin)
+    for _ in range(times):
+        for doc_id in ids:
+            doc = requests.get(f"{couch.url}/{db}/{doc_id}", auth=auth, timeout=30).json()
+            doc["edits"] = doc.get("edits", 0) + 1
+            requests.put(f"{couch.url}/{db}/{doc_id}", json=doc, auth=auth, timeout=30).raise_for_status()
+
+
+def _restore(params, key, target, **extra):
+    return run_main({**params, "OPERATION": "restore", "COS_KEY": key, "CLOUDANT_DB": target, **extra})
+
+
+def test_round_trip_keeps_every_id_rev_and_body(couch, db_name, params):
+    load_docs(couch, db_name, sample_docs(filler=4000, filler_bytes=2000))  # multi-part object
+    _revise(couch, db_name, ["doc-000001", "café-ünïcødé", "_design/by_name"], times=3)
+    backup, _ = run_main({**params, "PART_SIZE_MB": 5})
+    assert backup["ok"] and backup["parts"] >= 2, backup
+
+    restored, _ = _restore(params, backup["key"], f"{db_name}-copy", CREATE_TARGET=True, RESTORE_BATCH_SIZE=250)
+    assert restored["ok"], restored
+    assert restored["docs"] == backup["docs"] == 4005 and restored["batches"] == 17
+    source, copy = live_docs(couch, db_name), live_docs(couch, f"{db_name}-copy")
+    assert copy == source
+    assert next(d for d in copy if d["_id"] == "doc-000001")["_rev"].startswith("4-")
+
+
+def test_round_trip_of_an_empty_database(couch, db_name, params):
+    load_docs(couch, db_name, [])
+    backup, _ = run_main(params)
+    restored, _ = _restore(params, backup["key"], f"{db_name}-copy", CREATE_TARGET="true")
+    assert restored["ok"] and restored["docs"] == 0 and restored["batches"] == 0
+    assert live_docs(couch, f"{db_name}-copy") == []
+
+
+def test_restore_refuses_a_non_empty_target_and_writes_nothing(couch, db_name, params):
+    load_docs(couch, db_name, sample_docs(filler=5))
+    backup, _ = run_main(params)
+    load_docs(couch, f"{db_name}-busy", [{"_id": "already-here"}])
+    result, _ = _restore(params, backup["key"], f"{db_name}-busy")
+    assert result["kind"] == "target_not_empty" and "not empty" in result["error"]
+    assert [d["_id"] for d in live_docs(couch, f"{db_name}-busy")] == ["already-here"]
+
+    forced, _ = _restore(params, backup["key"], f"{db_name}-busy", ALLOW_NON_EMPTY_TARGET=True)
+    assert forced["ok"] and len(live_docs(couch, f"{db_name}-busy")) == 11
+
+
+def test_restore_into_a_missing_database_needs_create_target(couch, db_name, params):
+    load_docs(couch, db_name, sample_docs(filler=1))
+    backup, _ = run_main(params)
+    result, _ = _restore(params, backup["key"], f"{db_name}-missing")
+    assert result["kind"] == "cloudant" and "CREATE_TARGET" in result["error"]
+
+
+def test_a_corrupted_line_is_reported_with_its_line_number(couch, db_name, bucket, s3_client, params):
+    load_docs(couch, db_name, sample_docs(filler=30))
+    backup, _ = run_main({**params, "DOCS_PER_LINE": 5})
+    body = s3_client.get_object(Bucket=bucket, Key=backup["key"])["Body"].read()
+    lines = body.split(b"\n")
+    lines[3] = lines[3][:-7] + b"garbage"
+    key = backup["key"].replace("_backup.txt", "1_backup.txt")
+    s3_client.put_object(Bucket=bucket, Key=key, Body=b"\n".join(lines))
+    result, _ = _restore(params, key, f"{db_name}-copy", CREATE_TARGET=True)
+    assert result["kind"] == "format"
+    assert "Error on line 4 of backup file - cannot parse as JSON" in result["error"]
+    assert "partial restore" in result["error"]
+
+
+def test_a_rejected_batch_fails_the_restore_and_names_the_batch(couch, db_name, bucket, s3_client, params):
+    meta = b'{"name":"x","version":"1","mode":"shallow"}\n'
+    good = json.dumps([{"_id": f"ok{i}", "_rev": "1-abc"} for i in range(3)]).encode()
+    bad = json.dumps([{"_id": "bad", "_rev": "1-abc", "_not_allowed": 1}]).encode()
+    key = backup_key("", db_name, datetime.now(timezone.utc))
+    s3_client.put_object(Bucket=bucket, Key=key, Body=meta + good + b"\n" + bad + b"\n")
+    result, _ = _restore(params, key, f"{db_name}-copy", CREATE_TARGET=True, RESTORE_BATCH_SIZE=3)
+    assert result["kind"] == "cloudant"
+    assert "restoring batch 2 (lines 3-3)" in result["error"] and "partial restore" in result["error"]
+
+
+def test_verify_accepts_a_good_backup_and_catches_truncation_and_corruption(couch, db_name, bucket, s3_client, params):
+    load_docs(couch, db_name, sample_docs(filler=50))
+    backup, _ = run_main(params)
+    verified, _ = run_main({**params, "OPERATION": "verify", "COS_KEY": backup["key"]})
+    assert verified["ok"] and verified["docs"] == backup["docs"] and verified["sha256"] == backup["sha256"]
+
+    body = s3_client.get_object(Bucket=bucket, Key=backup["key"])["Body"].read()
+    s3_client.put_object(Bucket=bucket, Key=backup["key"], Body=body[: len(body) // 2])
+    truncated, _ = run_main({**params, "OPERATION": "verify", "COS_KEY": backup["key"]})
+    assert truncated["kind"] == "format" and "truncated" in truncated["error"], truncated
+
+    flipped = body.replace(b'"n":7,', b'"n":8,')
+    assert len(flipped) == len(body) and flipped != body
+    s3_client.put_object(Bucket=bucket, Key=backup["key"], Body=flipped)
+    corrupted, _ = run_main({**params, "OPERATION": "verify", "COS_KEY": backup["key"]})
+    assert corrupted["kind"] == "format" and "sha256 differs" in corrupted["error"]
+
+
+def test_verify_rejects_an_object_that_is_not_a_backup(db_name, bucket, s3_client, params):
+    key = f"{db_name}_2020-01-01T00:00:00.000000Z_backup.txt"
+    s3_client.put_object(Bucket=bucket, Key=key, Body=b"hello\n")
+    result, _ = run_main({**params, "OPERATION": "verify", "COS_KEY": key})
+    assert result["kind"] == "format" and "no manifest" in result["error"]
+    missing, _ = run_main({**params, "OPERATION": "verify", "COS_KEY": "nothing-here"})
+    assert missing["kind"] == "cos" and "no such object" in missing["error"]
+
+
+def test_list_shows_backups_newest_first_with_doc_counts(couch, db_name, params):
+    load_docs(couch, db_name, sample_docs(filler=2))
+    first, _ = run_main(params)
+    load_docs(couch, db_name, [{"_id": "one-more"}])
+    second, _ = run_main(params)
+    other_db = f"{db_name}-other"
+    load_docs(couch, other_db, [{"_id": "x"}])
+    run_main({**params, "CLOUDANT_DB": other_db})
+
+    listed, _ = run_main({**params, "OPERATION": "list", "CLOUDANT_DB": db_name})
+    assert [b["key"] for b in listed["backups"]] == [second["key"], first["key"]]
+    assert [b["docs"] for b in listed["backups"]] == [8, 7]
+    assert all(b["complete"] and b["bytes"] > 0 and b["time"] for b in listed["backups"])
+    everything, _ = run_main({**params, "OPERATION": "list", "CLOUDANT_DB": None})
+    assert everything["count"] == 3
+
+
+def test_cli_restores_the_latest_backup_of_a_database(couch, db_name, bucket, s3_client, params):
+    load_docs(couch, db_name, sample_docs(filler=3))
+    run_main(params)
+    load_docs(couch, db_name, [{"_id": "newest"}])
+    run_main(params)
+    env = {**os.environ, **params}
+    del env["CLOUDANT_DB"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "backup", "restore", "--key", "latest", "--source-db", db_name,
+         "--db", f"{db_name}-cli", "--create-target"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    OUTPUTS.extend([proc.stdout, proc.stderr])
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["docs"] == 9
+    assert live_docs(couch, f"{db_name}-cli") == live_docs(couch, db_name)
+    listed = subprocess.run([sys.executable, "-m", "backup", "--quiet", "list", "--db", db_name], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and json.loads(listed.stdout)["count"] == 2
+    assert incomplete_uploads(s3_client, bucket) == []
