@@ -6,7 +6,8 @@ bare traceback, and every text that leaves passes through `redact`.
 from __future__ import annotations
 
 import traceback
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from backup.config import Config, load_config
 from backup.errors import BackupError

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from backup import cloudant, cos
@@ -88,7 +88,7 @@ class _Reader:
 def run_backup(config: Config, log: Log, now: datetime | None = None) -> dict[str, Any]:
     assert config.cloudant is not None and config.db is not None
     started_at = time.monotonic()
-    started = now or datetime.now(timezone.utc)
+    started = now or datetime.now(UTC)
     db, bucket = config.db, config.cos.bucket
     timeout, retries = config.tune("REQUEST_TIMEOUT"), config.tune("MAX_RETRIES")
     client = cloudant.make_client(config.cloudant, timeout, retries)
@@ -125,7 +125,7 @@ def run_backup(config: Config, log: Log, now: datetime | None = None) -> dict[st
 
     manifest = Manifest(
         key=key, database=db, docs=reader.docs, lines=reader.lines, bytes=upload.bytes, sha256=digest.hexdigest(),
-        started=format_time(started), finished=format_time(datetime.now(timezone.utc)),
+        started=format_time(started), finished=format_time(datetime.now(UTC)),
         update_seq=info.get("update_seq"), last_id=reader.last_id,
     )
     try:

@@ -12,7 +12,8 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from backup.action import run
 from backup.errors import BackupError

@@ -7,7 +7,8 @@ failed and where (database and host, never credentials).
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import requests
 from ibm_cloud_sdk_core import ApiException
@@ -90,7 +91,7 @@ def call(what: str, where: str, fn: Callable[[], T]) -> T:
             if attempt == BODY_RETRIES:
                 raise describe(exc, what, where) from None
             time.sleep(min(2 ** attempt, 10))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the one place SDK errors become CloudantError
             raise describe(exc, what, where) from None
     raise AssertionError("unreachable")
 
@@ -116,7 +117,7 @@ def iter_pages(client: CloudantV1, db: str, page_size: Callable[[], int]) -> Ite
         else:
             kwargs["limit"] = page_size() + 1
             kwargs["start_key"] = last_id
-        result = call(f"reading documents of '{db}'", where, lambda: client.post_all_docs(**kwargs).get_result())
+        result = call(f"reading documents of '{db}'", where, lambda kwargs=kwargs: client.post_all_docs(**kwargs).get_result())
         rows = result.get("rows", [])
         fetched = len(rows)
         if last_id is not None and rows and rows[0].get("id") == last_id:

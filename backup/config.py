@@ -7,8 +7,9 @@ or raises one `ConfigError` that lists every problem found.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from backup.errors import ConfigError
@@ -157,18 +158,31 @@ def check_db_name(name: str, param: str) -> str | None:
     return None
 
 
+def _without_userinfo(value: str) -> str:
+    """The value safe to echo in a message: anything before the last '@' of the authority is dropped."""
+    scheme, sep, rest = value.rpartition("://")
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        authority = "****@" + authority.rpartition("@")[2]
+    return f"{scheme}{sep}{authority}{slash}{tail}"
+
+
 def _split_url(p: _Problems, name: str, value: str, default_scheme: str | None) -> tuple[str, str | None, str | None] | None:
-    """Check a service URL; return (scheme://host[:port], user, password) or None after adding a problem."""
+    """Check a service URL; return (scheme://host[:port], user, password) or None after adding a problem.
+
+    Messages never echo the credentials a URL may carry, even a malformed one.
+    """
     if "://" not in value:
         if default_scheme is None:
-            p.add(f"{name} must start with https:// or http://, got {value!r}")
+            p.add(f"{name} must start with https:// or http://, got {_without_userinfo(value)!r}")
             return None
         value = f"{default_scheme}://{value}"
     try:
         parts = urlsplit(value)
-        port = parts.port  # raises on a non-numeric port
-    except ValueError as exc:
-        p.add(f"{name} is not a valid URL: {exc}")
+        port = parts.port  # raises on a non-numeric or out-of-range port
+    except ValueError:
+        # urlsplit's own text quotes the port, which may be part of a password with an unencoded '#', '/' or '?'
+        p.add(f"{name} is not a valid URL: bad port, or an unencoded '#', '/', '?' or '@' in its credentials")
         return None
     if parts.scheme not in ("http", "https"):
         p.add(f"{name} must use https:// or http://, got {parts.scheme}://")
@@ -176,11 +190,14 @@ def _split_url(p: _Problems, name: str, value: str, default_scheme: str | None) 
     if not parts.hostname:
         p.add(f"{name} has no host name")
         return None
+    if port == 0:
+        p.add(f"{name} has port 0")
+        return None
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         p.add(f"{name} must be just scheme://host[:port], without a path, query or fragment")
         return None
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-    base = f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+    base = f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
     user = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password else None
     return base, user, password
@@ -191,27 +208,23 @@ def _cloudant(p: _Problems, verify_tls: bool, token_url: str) -> CloudantConfig 
     iam_key = p.secret("CLOUDANT_IAM_KEY")
     username = p.text("CLOUDANT_USERNAME")
     password = p.secret("CLOUDANT_PASSWORD")
-    if raw_url is None:
-        return None
-    split = _split_url(p, "CLOUDANT_URL", raw_url, default_scheme=None)
-    if split is None:
-        return None
-    url, url_user, url_password = split
+    split = _split_url(p, "CLOUDANT_URL", raw_url, default_scheme=None) if raw_url is not None else None
+    url, url_user, url_password = split if split is not None else (None, None, None)
     if url_user is not None:
         # Credentials inside the URL are accepted as basic auth, then kept out of the URL (and every message).
         if url_password is None:
             p.add("CLOUDANT_URL has a user name but no password; use CLOUDANT_USERNAME and CLOUDANT_PASSWORD")
-            return None
-        if username or password:
+        elif username or password:
             p.add("CLOUDANT_URL carries credentials and CLOUDANT_USERNAME/CLOUDANT_PASSWORD are set too; give one")
-            return None
-        username, password = url_user, Secret(url_password)
+        else:
+            username, password = url_user, Secret(url_password)
     if username and not password:
         p.add("CLOUDANT_USERNAME is set but CLOUDANT_PASSWORD is missing")
     if password and not username:
         p.add("CLOUDANT_PASSWORD is set but CLOUDANT_USERNAME is missing")
     if iam_key and (username or password):
         p.add("give either CLOUDANT_IAM_KEY (IAM) or CLOUDANT_USERNAME + CLOUDANT_PASSWORD (basic auth), not both")
+    if url is None or p.items:
         return None
     if iam_key:
         return CloudantConfig(url, "iam", iam_key=iam_key, iam_token_url=token_url, verify_tls=verify_tls)
@@ -236,7 +249,11 @@ def _cos(p: _Problems, verify_tls: bool, token_url: str) -> CosConfig | None:
             if split[1] is not None:
                 p.add("COS_ENDPOINT must not carry credentials; use COS_ACCESS_KEY_ID/COS_SECRET_ACCESS_KEY or COS_API_KEY")
                 endpoint = None
-    if bucket is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+    if bucket is not None and (
+        not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket)
+        or ".." in bucket
+        or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", bucket)
+    ):
         p.add(f"COS_BUCKET {bucket!r} is not a valid bucket name (3-63 characters: a-z, 0-9, '.', '-')")
     if prefix.startswith("/"):
         p.add("COS_PREFIX must not start with '/'")
@@ -278,8 +295,9 @@ def load_config(args: Mapping[str, Any]) -> Config:
     if operation not in OPERATIONS:
         p.add(f"OPERATION must be one of {', '.join(OPERATIONS)}, got {args.get('OPERATION')!r}")
     token_url = p.text("IAM_TOKEN_URL") or DEFAULT_IAM_TOKEN_URL
-    if not token_url.startswith(("https://", "http://")):
-        p.add(f"IAM_TOKEN_URL must start with https:// or http://, got {token_url!r}")
+    token_parts = urlsplit(token_url) if "://" in token_url else None
+    if token_parts is None or token_parts.scheme not in ("http", "https") or not token_parts.netloc:
+        p.add(f"IAM_TOKEN_URL must be an https:// or http:// URL, got {_without_userinfo(token_url)!r}")
     verify_tls = not p.flag("DISABLE_TLS_VERIFY")
     needs_db = operation in ("backup", "restore")
     db = p.text("CLOUDANT_DB", required=needs_db)

@@ -7,7 +7,8 @@ Every SDK exception is turned here, once, into a `CosError` naming the bucket an
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import ibm_boto3
 from ibm_botocore.client import Config as BotoConfig
@@ -77,7 +78,7 @@ def describe(exc: BaseException, what: str) -> CosError:
 def call(what: str, fn: Callable[[], T]) -> T:
     try:
         return fn()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the one place SDK errors become CosError
         raise describe(exc, what) from None
 
 
@@ -111,7 +112,7 @@ class MultipartUpload:
         self._buffered = 0
         self._completed = False
 
-    def __enter__(self) -> "MultipartUpload":
+    def __enter__(self) -> MultipartUpload:
         response = call(
             f"starting upload of {where(self.bucket, self.key)}",
             lambda: self.s3.create_multipart_upload(
@@ -194,7 +195,7 @@ def exists(s3: Any, bucket: str, key: str) -> bool:
         if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
             return False
         raise describe(exc, f"checking {where(bucket, key)}") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - network or auth failure, reported as CosError
         raise describe(exc, f"checking {where(bucket, key)}") from None
 
 
@@ -209,7 +210,7 @@ def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
         if token:
             kwargs["ContinuationToken"] = token
-        page = call(f"listing {where(bucket, prefix)}", lambda: s3.list_objects_v2(**kwargs))
+        page = call(f"listing {where(bucket, prefix)}", lambda kwargs=kwargs: s3.list_objects_v2(**kwargs))
         yield from page.get("Contents", [])
         if not page.get("IsTruncated"):
             return

@@ -9,8 +9,9 @@ straddles its 64 KiB read chunks, and escapes make the file immune.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from backup import __version__
 from backup.errors import FormatError

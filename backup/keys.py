@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 SUFFIX = "_backup.txt"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -25,7 +25,7 @@ class BackupKey:
 
 
 def format_time(when: datetime) -> str:
-    return when.astimezone(timezone.utc).strftime(_TIME_FORMAT)
+    return when.astimezone(UTC).strftime(_TIME_FORMAT)
 
 
 def backup_key(prefix: str, db: str, when: datetime) -> str:
@@ -45,5 +45,8 @@ def parse_backup_key(key: str, prefix: str = "") -> BackupKey | None:
         return None
     stamp = match.group("time")
     fmt = _TIME_FORMAT if "." in stamp else "%Y-%m-%dT%H:%M:%SZ"
-    when = datetime.strptime(stamp, fmt).replace(tzinfo=timezone.utc)
+    try:
+        when = datetime.strptime(stamp, fmt).replace(tzinfo=UTC)
+    except ValueError:  # shaped like a backup key but an impossible date: not one of ours
+        return None
     return BackupKey(key=key, db=match.group("db"), time=when)

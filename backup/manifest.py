@@ -30,7 +30,7 @@ class Manifest:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, value: Any) -> "Manifest":
+    def from_json(cls, value: Any) -> Manifest:
         if not isinstance(value, dict) or value.get("format") != FORMAT:
             raise ValueError("not a cloudant-cos-backup manifest")
         fields = {name: value.get(name) for name in cls.__dataclass_fields__}

@@ -27,6 +27,8 @@ class Pipe:
         self._cond = threading.Condition()
 
     def write(self, chunk: bytes) -> None:
+        if not chunk:
+            return  # an empty chunk would read as the end of the stream
         with self._cond:
             # A chunk bigger than the bound still goes through once the pipe is empty: no deadlock.
             while self._size and self._size + len(chunk) > self._max and not self._cancelled:

@@ -6,6 +6,7 @@ result and error message, so even an SDK exception that quotes a URL or a header
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from urllib.parse import quote, quote_plus
@@ -13,7 +14,8 @@ from urllib.parse import quote, quote_plus
 MASK = "****"
 
 # userinfo inside any URL: scheme://user:password@host -> scheme://****@host
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s\"']+@")
+# (greedy up to the last '@' before the path, so a password holding '@' is masked whole)
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s\"'<>]+@")
 # bearer tokens and basic credentials in any quoted header
 _AUTH_HEADER = re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 
@@ -52,14 +54,21 @@ def register(value: str | None) -> None:
             _known.add(value)
 
 
+def _forms(value: str) -> set[str]:
+    """The ways a secret can appear in text: raw, URL-encoded (both hex cases), JSON-escaped."""
+    encoded = {quote(value, safe=""), quote(value), quote_plus(value)}
+    encoded |= {re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), form) for form in encoded}
+    return {value, json.dumps(value)[1:-1]} | encoded
+
+
 def redact(text: str) -> str:
-    """Mask every registered secret (raw and URL-encoded), URL userinfo and auth headers in text."""
-    text = _URL_USERINFO.sub(lambda m: m.group("scheme") + MASK + "@", text)
-    text = _AUTH_HEADER.sub(lambda m: m.group(1) + m.group(2) + " " + MASK, text)
+    """Mask every registered secret (in all its forms), URL userinfo and auth headers in text."""
     with _lock:
         values = sorted(_known, key=len, reverse=True)
     for value in values:
-        for form in {value, quote(value, safe=""), quote_plus(value)}:
+        for form in sorted(_forms(value), key=len, reverse=True):
             if form in text:
                 text = text.replace(form, MASK)
+    text = _URL_USERINFO.sub(lambda m: m.group("scheme") + MASK + "@", text)
+    text = _AUTH_HEADER.sub(lambda m: m.group(1) + m.group(2) + " " + MASK, text)
     return text

@@ -10,13 +10,21 @@ from pathlib import Path
 
 import ibm_boto3
 import pytest
-import requests
 from ibm_botocore.client import Config as BotoConfig
 
 from devstack import PouchServer
 from tests.helpers import (
-    OUTPUTS, CapturedLog, cos_params, couch_params, incomplete_uploads, keys_in, live_docs, load_docs, object_lines,
-    run_main, sample_docs,
+    OUTPUTS,
+    CapturedLog,
+    cos_params,
+    couch_params,
+    incomplete_uploads,
+    keys_in,
+    live_docs,
+    load_docs,
+    object_lines,
+    run_main,
+    sample_docs,
 )
 
 pytestmark = pytest.mark.integration

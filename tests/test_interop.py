@@ -7,7 +7,7 @@ to it through devstack's CouchCompatProxy (see /work/shared/reference/test-stack
 from __future__ import annotations
 
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -66,7 +66,7 @@ def test_our_restore_reads_couchbackup_files(mode, couch, compat_proxy, db_name,
     _source(couch, db_name)
     path = tmp_path / f"couchbackup-{mode}.txt"
     _couchbackup(_url_with_credentials(compat_proxy.url, couch.admin), db_name, mode, path)
-    key = backup_key("", db_name, datetime.now(timezone.utc))
+    key = backup_key("", db_name, datetime.now(UTC))
     s3_client.upload_file(str(path), bucket, key)
 
     target = f"{db_name}-from-{mode}"
@@ -89,7 +89,7 @@ def test_our_restore_reads_old_files_without_metadata_with_markers_and_blank_lin
     assert b'"name":"@cloudant/couchbackup"' in lines[0]
     # pre-2.10 shape: no metadata line; plus what a resumed run and editors leave behind
     old = [lines[1], b"", b'{"marker":"@cloudant/couchbackup:resume"}', *lines[2:], b"", b""]
-    key = backup_key("", db_name, datetime.now(timezone.utc))
+    key = backup_key("", db_name, datetime.now(UTC))
     s3_client.put_object(Bucket=bucket, Key=key, Body=b"\n".join(old))
     target = f"{db_name}-old"
     result, _ = run_main({

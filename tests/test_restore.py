@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,14 @@ import requests
 
 from backup.keys import backup_key
 from tests.helpers import (
-    OUTPUTS, cos_params, couch_params, incomplete_uploads, live_docs, load_docs, run_main, sample_docs,
+    OUTPUTS,
+    cos_params,
+    couch_params,
+    incomplete_uploads,
+    live_docs,
+    load_docs,
+    run_main,
+    sample_docs,
 )
 
 pytestmark = pytest.mark.integration
@@ -99,7 +106,7 @@ def test_a_rejected_batch_fails_the_restore_and_names_the_batch(couch, db_name, 
     meta = b'{"name":"x","version":"1","mode":"shallow"}\n'
     good = json.dumps([{"_id": f"ok{i}", "_rev": "1-abc"} for i in range(3)]).encode()
     bad = json.dumps([{"_id": "bad", "_rev": "1-abc", "_not_allowed": 1}]).encode()
-    key = backup_key("", db_name, datetime.now(timezone.utc))
+    key = backup_key("", db_name, datetime.now(UTC))
     s3_client.put_object(Bucket=bucket, Key=key, Body=meta + good + b"\n" + bad + b"\n")
     result, _ = _restore(params, key, f"{db_name}-copy", CREATE_TARGET=True, RESTORE_BATCH_SIZE=3)
     assert result["kind"] == "cloudant"

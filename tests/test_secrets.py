@@ -11,7 +11,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from tests.helpers import OUTPUTS, cos_params, session_secrets, couch_params, load_docs, run_main, sample_docs
+from tests.helpers import OUTPUTS, cos_params, couch_params, load_docs, run_main, sample_docs, session_secrets
 
 pytestmark = pytest.mark.integration
 

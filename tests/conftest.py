@@ -1,0 +1,88 @@
+"""Shared fixtures: real local servers from devstack, each started lazily (only when a test asks for it),
+once per session, on free 127.0.0.1 ports, with work dirs and logs under the session's tmp dir."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack import CouchCompatProxy, IamTokenServer, MotoS3, PouchServer, SeaweedS3
+
+IAM_API_KEYS = ("cloudant-iam-key-for-tests", "cos-iam-key-for-tests")
+
+
+@pytest.fixture(scope="session")
+def devstack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Parent of every session server's work dir (data, configs, logs)."""
+    return tmp_path_factory.mktemp("devstack")
+
+
+@pytest.fixture(scope="session")
+def couch(devstack_dir: Path) -> Iterator[PouchServer]:
+    """pouchdb-server on disk with an admin (``couch.admin`` = ("admin", random password))."""
+    with PouchServer(devstack_dir / "couch", admin=("admin", secrets.token_hex(12))) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def couch_open(devstack_dir: Path) -> Iterator[PouchServer]:
+    """pouchdb-server on disk without any admin: everything is allowed anonymously."""
+    with PouchServer(devstack_dir / "couch-open") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def seaweed(devstack_dir: Path) -> Iterator[SeaweedS3]:
+    """SeaweedFS with an S3 gateway: a real S3 server with HMAC credentials (``access_key``/``secret_key``)."""
+    with SeaweedS3(devstack_dir / "seaweed") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def moto(devstack_dir: Path) -> Iterator[MotoS3]:
+    """moto_server: an S3 emulator accepting any credentials, including IAM/OAuth bearer tokens."""
+    with MotoS3(devstack_dir / "moto") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def iam() -> Iterator[IamTokenServer]:
+    """Local IBM IAM token endpoint (``iam.url``) knowing the two test API keys."""
+    with IamTokenServer(set(IAM_API_KEYS)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def compat_proxy(couch: PouchServer) -> Iterator[CouchCompatProxy]:
+    """CouchDB 3 compatibility proxy in front of ``couch`` (for couchbackup/couchrestore)."""
+    with CouchCompatProxy(couch) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def db_name() -> str:
+    """A fresh, valid CouchDB database name (not created)."""
+    return f"t-{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def s3_client(seaweed: SeaweedS3) -> Any:
+    """ibm_boto3 S3 client for ``seaweed`` with its HMAC credentials, region us-east-1."""
+    return seaweed.client()
+
+
+@pytest.fixture
+def bucket(s3_client: Any) -> Iterator[str]:
+    """A fresh, empty bucket on ``seaweed``; deleted (with its content) afterwards."""
+    name = f"t-{uuid.uuid4().hex[:16]}"
+    s3_client.create_bucket(Bucket=name)  # us-east-1: no LocationConstraint
+    yield name
+    # SeaweedFS deletes non-empty buckets (and frees their volumes); pending uploads go with them.
+    with contextlib.suppress(Exception):
+        s3_client.delete_bucket(Bucket=name)

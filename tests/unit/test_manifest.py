@@ -1,0 +1,59 @@
+"""The manifest survives a JSON round trip, and anything else is refused."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from backup.manifest import FORMAT, Manifest
+
+MANIFEST = Manifest(
+    key="backups/orders_2024-02-29T23:59:58.123456Z_backup.txt",
+    database="orders",
+    docs=12345,
+    lines=26,
+    bytes=9_876_543,
+    sha256="ab" * 32,
+    started="2024-02-29T23:59:58.123456Z",
+    finished="2024-03-01T00:10:00.000000Z",
+    update_seq="12345-g1AAAAB\u00e9",
+    last_id="zz\u2028last",
+)
+
+
+def test_round_trip_through_json_text() -> None:
+    text = json.dumps(MANIFEST.to_json())
+    assert Manifest.from_json(json.loads(text)) == MANIFEST
+
+
+def test_to_json_carries_the_format_marker_and_every_field() -> None:
+    value = MANIFEST.to_json()
+    assert value["format"] == FORMAT
+    assert value["mode"] == "shallow"
+    assert value["docs"] == 12345 and value["last_id"] == "zz\u2028last"
+
+
+def test_round_trip_with_empty_database() -> None:
+    empty = Manifest(key="k", database="d", docs=0, lines=1, bytes=80, sha256="00" * 32, started="s",
+                     finished="f", update_seq=0, last_id=None)
+    assert Manifest.from_json(json.loads(json.dumps(empty.to_json()))) == empty
+
+
+def test_unknown_fields_are_ignored() -> None:
+    value = MANIFEST.to_json() | {"added_later": True}
+    assert Manifest.from_json(value) == MANIFEST
+
+
+@pytest.mark.parametrize("value", [
+    {k: v for k, v in MANIFEST.to_json().items() if k != "format"},
+    MANIFEST.to_json() | {"format": "cloudant-cos-backup/manifest/999"},
+    MANIFEST.to_json() | {"format": None},
+    [MANIFEST.to_json()],
+    None,
+    "cloudant-cos-backup/manifest/1",
+], ids=["no-format", "other-format", "null-format", "list", "none", "string"])
+def test_anything_without_the_format_marker_is_refused(value: Any) -> None:
+    with pytest.raises(ValueError, match="not a cloudant-cos-backup manifest"):
+        Manifest.from_json(value)

@@ -1,0 +1,168 @@
+"""Secrets never leave: Secret hides itself, redact() masks every form, and Log lines go through it."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import quote, quote_plus
+
+import pytest
+
+from backup.log import Log
+from backup.redaction import MASK, Secret, redact, register
+
+# Each test registers its own values: the registry is global, so they must not overlap.
+
+
+def test_secret_hides_in_repr_str_and_format() -> None:
+    secret = Secret("hide-me-0001")
+    shown = [repr(secret), str(secret), f"{secret}", f"{secret!r}", format(secret), f"{secret:}"]
+    for text in shown:
+        assert "hide-me-0001" not in text
+        assert "****" in text
+
+
+def test_secret_hides_inside_containers_and_dataclasses() -> None:
+    @dataclass
+    class Holder:
+        token: Secret
+
+    secret = Secret("hide-me-0002")
+    assert "hide-me-0002" not in repr([secret, {"k": secret}])
+    assert "hide-me-0002" not in repr(Holder(secret))
+
+
+def test_secret_reveal_gives_the_value() -> None:
+    assert Secret("hide-me-0003").reveal() == "hide-me-0003"
+    assert Secret("hide-me-0003") == Secret("hide-me-0003")
+    assert Secret("hide-me-0003") != Secret("hide-me-0004")
+
+
+def test_creating_a_secret_registers_it_for_redaction() -> None:
+    Secret("hide-me-0005")
+    assert redact("token=hide-me-0005; again hide-me-0005.") == f"token={MASK}; again {MASK}."
+
+
+def test_registered_value_is_masked_raw() -> None:
+    register("raw-value-0006")
+    assert redact("error: raw-value-0006 rejected") == f"error: {MASK} rejected"
+
+
+def test_register_ignores_empty_values() -> None:
+    register(None)
+    register("")
+    assert redact("nothing to hide") == "nothing to hide"
+
+
+def test_short_values_are_not_masked() -> None:
+    Secret("q7")
+    register("z")
+    assert redact("q7 is a short value; z too") == "q7 is a short value; z too"
+
+
+def test_longer_secret_is_masked_before_one_it_contains() -> None:
+    register("nest-0007")
+    register("nest-0007-outer")
+    text = redact("a=nest-0007-outer b=nest-0007")
+    assert "nest" not in text and "outer" not in text
+
+
+ENCODED_SECRET = "p+a/s=s&w@rd 0008"
+
+
+@pytest.mark.parametrize("encode", [
+    pytest.param(lambda s: quote(s, safe=""), id="quote-safe-empty"),
+    pytest.param(quote_plus, id="quote-plus"),
+    pytest.param(quote, id="quote-default-keeps-slash"),
+])
+def test_url_encoded_secret_is_masked(encode: Callable[[str], str]) -> None:
+    Secret(ENCODED_SECRET)
+    encoded = encode(ENCODED_SECRET)
+    assert encoded != ENCODED_SECRET
+    text = redact(f"POST /token body=apikey={encoded}&grant=x")
+    assert encoded not in text
+    assert MASK in text
+
+
+def test_url_userinfo_is_masked_without_registration() -> None:
+    text = redact("connecting to https://user:pa%40ss-0009@acct.example.com/orders failed")
+    assert text == f"connecting to https://{MASK}@acct.example.com/orders failed"
+
+
+def test_url_userinfo_is_masked_in_quoted_text() -> None:
+    text = redact("{'url': 'http://admin:zzz-0010@127.0.0.1:5984'}")
+    assert "zzz-0010" not in text and "admin" not in text
+
+
+def test_url_without_userinfo_is_untouched() -> None:
+    text = "GET https://acct.example.com/orders/_all_docs?limit=10 -> 200"
+    assert redact(text) == text
+
+
+def test_url_password_with_raw_at_sign_is_fully_masked() -> None:
+    Secret("zq@xv9k-0011")
+    text = redact("https://user:zq@xv9k-0011@acct.example.com")
+    assert "xv9k" not in text
+
+
+@pytest.mark.parametrize(("text", "hidden"), [
+    ("Authorization: Bearer eyJhbGc.eyJzdWIi.SflKx-_0012", "eyJhbGc"),
+    ('"Authorization": "Basic YWRtaW46cGFzcw=="', "YWRtaW46cGFzcw"),
+    ("{'authorization': 'bearer tok.en/0013+='}", "tok.en"),
+    ("AUTHORIZATION=Bearer abcdef0014", "abcdef0014"),
+], ids=["bearer-header", "basic-json", "lowercase-dict-repr", "equals-sign"])
+def test_authorization_headers_are_masked(text: str, hidden: str) -> None:
+    masked = redact(text)
+    assert hidden not in masked
+    assert MASK in masked
+
+
+def test_log_lines_are_json_with_event_and_fields() -> None:
+    stream = io.StringIO()
+    log = Log(stream)
+    log.info("backup_started", database="orders", docs=3)
+    log.warning("retry", attempt=2)
+    log.error("failed", reason="caf\u00e9")
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(r["level"], r["event"]) for r in records] == [("info", "backup_started"), ("warning", "retry"),
+                                                           ("error", "failed")]
+    assert records[0]["database"] == "orders" and records[0]["docs"] == 3
+    assert records[2]["reason"] == "caf\u00e9"
+    assert all(r["ts"].endswith("Z") for r in records)
+    assert stream.getvalue().endswith("\n")
+
+
+def test_log_lines_are_redacted() -> None:
+    secret = Secret("log-secret-0015")
+    stream = io.StringIO()
+    Log(stream).error("failed", error=f"401 with key {secret.reveal()}", url="https://u:pw-0016@host.example.com",
+                      headers={"Authorization": "Bearer tok-0017"}, obj=secret)
+    out = stream.getvalue()
+    for hidden in ("log-secret-0015", "pw-0016", "tok-0017"):
+        assert hidden not in out
+    record = json.loads(out)
+    assert record["event"] == "failed"
+
+
+def test_quiet_log_drops_info_only() -> None:
+    stream = io.StringIO()
+    log = Log(stream, quiet=True)
+    log.info("progress", docs=1)
+    log.warning("slow")
+    log.error("failed")
+    assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["slow", "failed"]
+
+
+def test_log_redacts_secret_with_quote_and_backslash() -> None:
+    secret = Secret('pa"ss\\w0rd-0018')
+    stream = io.StringIO()
+    Log(stream).error("failed", error=f"rejected {secret.reveal()}")
+    assert json.loads(stream.getvalue())["error"] == f"rejected {MASK}"
+
+
+def test_log_redacts_authorization_header_inside_a_string_field() -> None:
+    stream = io.StringIO()
+    Log(stream).error("failed", error='request headers: {"Authorization": "Bearer tok-0019"}')
+    assert "tok-0019" not in stream.getvalue()
