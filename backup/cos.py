@@ -51,7 +51,7 @@ _HINTS = {
     "NoSuchKey": "no such object: check COS_KEY",
     "404": "not found (404): check COS_BUCKET / COS_KEY",
     "AccessDenied": "access denied: the credentials lack permission on this bucket",
-    "403": "access denied (403): check the COS credentials and their access to this bucket",
+    "403": "access denied (403): check COS_ACCESS_KEY_ID/COS_SECRET_ACCESS_KEY (or COS_API_KEY) and their access to this bucket",
     "InvalidAccessKeyId": "the HMAC access key id was rejected: check COS_ACCESS_KEY_ID",
     "SignatureDoesNotMatch": "the HMAC signature was rejected: check COS_SECRET_ACCESS_KEY",
     "NoSuchUpload": "the multipart upload no longer exists (aborted or expired)",

@@ -9,6 +9,8 @@ import json
 import os
 import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,16 @@ import requests
 from ibm_botocore.client import Config as BotoConfig
 from ibm_botocore.exceptions import ClientError
 
-from devstack import REPO_ROOT, CouchCompatProxy, IamTokenServer, MotoS3, PouchServer, SeaweedS3, free_port
+from devstack import (
+    REPO_ROOT,
+    CouchCompatProxy,
+    IamTokenServer,
+    LocalStack,
+    MotoS3,
+    PouchServer,
+    SeaweedS3,
+    free_port,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +46,7 @@ def _session(auth: tuple[str, str] | None = None) -> requests.Session:
 
 def _refused(url: str) -> bool:
     try:
-        requests.get(url, timeout=2)
+        _session().get(url, timeout=2)
     except requests.ConnectionError:
         return True
     return False
@@ -118,28 +129,81 @@ def test_seaweed_is_real_s3_with_hmac(seaweed: SeaweedS3, s3_client: Any, bucket
     assert [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]] == ["dir/k.txt"]
     with pytest.raises(ClientError, match="NoSuchBucket"):  # no auto-created buckets, like S3
         s3_client.put_object(Bucket=f"{bucket}-missing", Key="k", Body=b"x")
-    forged = seaweed.client(config=BotoConfig(signature_version="s3v4", retries={"max_attempts": 1}))
-    forged._request_signer._credentials.secret_key = "not-the-secret"  # noqa: SLF001
-    with pytest.raises(ClientError, match="SignatureDoesNotMatch|AccessDenied|InvalidAccessKeyId"):
-        forged.get_object(Bucket=bucket, Key="dir/k.txt")
+    def client_with(access_key: str, secret_key: str) -> Any:
+        return ibm_boto3.client("s3", endpoint_url=seaweed.endpoint, aws_access_key_id=access_key,
+                                aws_secret_access_key=secret_key, region_name="us-east-1")
+
+    with pytest.raises(ClientError, match="SignatureDoesNotMatch"):  # signatures are checked
+        client_with(seaweed.access_key, "not-the-secret").get_object(Bucket=bucket, Key="dir/k.txt")
+    with pytest.raises(ClientError, match="InvalidAccessKeyId"):
+        client_with("NOSUCHKEY", "x").list_objects_v2(Bucket=bucket)
+    with pytest.raises(ClientError, match="403"):  # HEAD has no body, so no error code: like S3
+        client_with(seaweed.access_key, "not-the-secret").head_bucket(Bucket=bucket)
     assert len(seaweed.secret_key) >= 30 and _session().get(seaweed.endpoint, timeout=5).status_code == 403
 
 
-def test_two_seaweeds_run_side_by_side_and_survive_kill(tmp_path: Path, seaweed: SeaweedS3, bucket: str) -> None:
-    with SeaweedS3(tmp_path / "second") as other:
-        all_ports = set(other.ports.values()) | set(other.grpc_ports.values())
-        assert not all_ports & (set(seaweed.ports.values()) | set(seaweed.grpc_ports.values()))
-        s3 = other.client()
+def test_local_stack_runs_beside_the_session_servers_and_survives_kills(seaweed: SeaweedS3, couch: PouchServer,
+                                                                        bucket: str) -> None:
+    with LocalStack() as stack:
+        workdir = stack.workdir
+        assert stack.couch.admin[0] == "admin" and len(stack.couch.admin[1]) >= 16
+        ports = set(stack.s3.ports.values()) | set(stack.s3.grpc_ports.values())
+        assert not ports & (set(seaweed.ports.values()) | set(seaweed.grpc_ports.values()))
+        assert stack.couch.port != couch.port
+        s3 = stack.s3.client()
         s3.create_bucket(Bucket="survivor")
         s3.put_object(Bucket="survivor", Key="k", Body=b"v")
-        other.kill()
-        assert not other.running and _refused(other.endpoint)
-        other.restart()
+        stack.couch.create_db("survivor")
+        stack.couch.bulk_docs("survivor", [{"_id": "a"}])
+        stack.s3.kill()
+        stack.couch.kill()
+        assert _refused(stack.s3.endpoint) and _refused(stack.couch.url)
+        stack.s3.restart()
+        stack.couch.restart()
         assert s3.get_object(Bucket="survivor", Key="k")["Body"].read() == b"v"
-        grpc_sockets = [Path(f"/tmp/seaweedfs-{kind}-grpc-{port}.sock") for kind, port in other.grpc_ports.items()]
-    assert not other.running and _refused(other.endpoint)
+        assert [r["id"] for r in stack.couch.all_docs("survivor")] == ["a"]
+        grpc_sockets = [Path(f"/tmp/seaweedfs-{kind}-grpc-{port}.sock") for kind, port in stack.s3.grpc_ports.items()]
+        assert all(p.exists() for p in grpc_sockets)
+    assert not stack.s3.running and not stack.couch.running and not workdir.exists()
+    assert _refused(stack.s3.endpoint) and _refused(stack.couch.url)
     assert not any(p.exists() for p in grpc_sockets)  # weed leaves these behind on SIGKILL; stop() removes them
     assert seaweed.client().head_bucket(Bucket=bucket)  # the session instance was never disturbed
+
+
+_FORGETFUL_SCRIPT = """
+import json, os, signal, sys
+sys.path.insert(0, sys.argv[3])
+from pathlib import Path
+from devstack import CouchCompatProxy, MotoS3, PouchServer
+work = Path(sys.argv[1])
+couch = PouchServer(work / "couch", admin=("admin", "pw")).start()
+moto = MotoS3(work / "moto").start()
+CouchCompatProxy(couch).start()
+print(json.dumps([couch.pid, moto.pid]), flush=True)
+if sys.argv[2] == "sigkill":
+    os.kill(os.getpid(), signal.SIGKILL)  # no atexit: PR_SET_PDEATHSIG must take them down
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie is dead (PID 1 in a container may not reap it)
+
+
+@pytest.mark.parametrize("ending", ["exit", "sigkill"])
+def test_servers_die_with_a_python_process_that_forgot_them(tmp_path: Path, ending: str) -> None:
+    proc = subprocess.run([sys.executable, "-c", _FORGETFUL_SCRIPT, str(tmp_path), ending, str(REPO_ROOT)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    pids = json.loads(proc.stdout)
+    assert proc.stderr == "" or ending == "sigkill"  # nothing from the servers reaches the terminal
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in pids if _alive(pid)]
+    assert (tmp_path / "couch" / "pouchdb-server.out").exists() and (tmp_path / "moto" / "moto.log").exists()
 
 
 def test_moto_accepts_anything_and_resets(moto: MotoS3) -> None:
@@ -252,14 +316,38 @@ def test_proxy_adds_couchdb3_fields_and_passes_the_rest_through(compat_proxy: Co
     assert "answered empty _bulk_get" in notes and "added doc_del_count" in notes
 
 
+def test_proxy_lets_all_docs_reach_ids_past_u00ff(compat_proxy: CouchCompatProxy, couch: PouchServer,
+                                                  db_name: str) -> None:
+    ids = ["a", "zz", "ÿy", "日本", "\U0001f600"]
+    couch.create_db(db_name)
+    couch.bulk_docs(db_name, [{"_id": i} for i in ids])
+    http, url = _session(couch.admin), f"{compat_proxy.url}/{db_name}/_all_docs"
+
+    def listed(resp: requests.Response) -> list[str]:
+        assert resp.status_code == 200, resp.text
+        return [row["id"] for row in resp.json()["rows"]]
+
+    assert listed(couch.http.get(f"{couch.url}/{db_name}/_all_docs", timeout=10)) == ["a", "zz"]  # the quirk
+    assert listed(http.get(url, timeout=10)) == ids
+    assert listed(http.get(url, params={"descending": "true"}, timeout=10)) == ids[::-1]
+    # couchbackup's shallow paging: start_key + limit, no end_key
+    assert listed(http.post(url, json={"limit": 2, "start_key": "zz\u0000"}, timeout=10)) == ["ÿy", "日本"]
+    zipped = http.post(url, data=gzip.compress(json.dumps({"start_key": "b"}).encode()), timeout=10,
+                       headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert listed(zipped) == ids[1:]
+    assert listed(http.post(url, json={"end_key": "zz"}, timeout=10)) == ["a", "zz"]  # explicit ranges are kept
+    assert listed(http.post(url, json={"keys": ["日本"]}, timeout=10)) == ["日本"]
+
+
 def test_proxy_reports_an_unreachable_upstream_as_502() -> None:
     with CouchCompatProxy(f"http://127.0.0.1:{free_port()}") as proxy:
         resp = _session().get(f"{proxy.url}/db", timeout=10)
     assert resp.status_code == 502 and resp.json()["error"] == "bad_gateway"
 
 
-def _node_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("COUCH_", "CLOUDANT_", "DEBUG"))}
+def _node_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COUCH_", "CLOUDANT_", "DEBUG"))}
+    return {**env, "TMPDIR": str(tmp_path)}  # couchbackup makes a temp dir per run
 
 
 def _couchbackup(url: str, db: str, mode: str, tmp_path: Path) -> Path:
@@ -268,7 +356,8 @@ def _couchbackup(url: str, db: str, mode: str, tmp_path: Path) -> Path:
     if mode == "full":
         args += ["--log", str(tmp_path / f"{db}-{mode}.log")]
     with open(out, "wb") as fh:
-        proc = subprocess.run(args, stdout=fh, stderr=subprocess.PIPE, env=_node_env(), timeout=60, check=False)
+        proc = subprocess.run(args, stdout=fh, stderr=subprocess.PIPE, env=_node_env(tmp_path), timeout=60,
+                              check=False)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     return out
 
@@ -276,7 +365,7 @@ def _couchbackup(url: str, db: str, mode: str, tmp_path: Path) -> Path:
 def _couchrestore(url: str, db: str, backup: Path) -> None:
     with open(backup, "rb") as fh:
         proc = subprocess.run([str(NODE_BIN / "couchrestore"), "--url", url, "--db", db], stdin=fh,
-                              capture_output=True, env=_node_env(), timeout=60, check=False)
+                              capture_output=True, env=_node_env(backup.parent), timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
 
 
@@ -286,12 +375,12 @@ def test_couchbackup_and_couchrestore_round_trip_through_the_proxy(compat_proxy:
     couch.create_db(db_name)
     docs = [{"_id": f"doc-{i:04d}", "n": i, "tags": ["x", i % 7]} for i in range(600)]
     docs += [{"_id": "_design/d", "views": {"v": {"map": "function (doc) { emit(doc.n); }"}}},
-             {"_id": "café", "text": "Zoë ß"}, {"_id": "to-delete"}]
+             {"_id": "café", "text": "Zoë ß"}, {"_id": "日本", "text": "テキスト"}, {"_id": "to-delete"}]
     created = {r["id"]: r["rev"] for r in couch.bulk_docs(db_name, docs)}
     couch.bulk_docs(db_name, [{"_id": "doc-0001", "_rev": created["doc-0001"], "n": 1, "edited": True},
                               {"_id": "to-delete", "_rev": created["to-delete"], "_deleted": True}])
     source = couch.all_docs(db_name)
-    assert len(source) == 602 and next(r for r in source if r["id"] == "doc-0001")["value"]["rev"].startswith("2-")
+    assert len(source) == 603 and next(r for r in source if r["id"] == "doc-0001")["value"]["rev"].startswith("2-")
     url = compat_proxy.url_with_credentials(couch.admin)
 
     for mode in ("full", "shallow"):
@@ -303,5 +392,19 @@ def test_couchbackup_and_couchrestore_round_trip_through_the_proxy(compat_proxy:
         assert [r["doc"] for r in restored] == [r["doc"] for r in source], mode  # same _id, _rev and body
     history = couch.http.get(f"{couch.url}/{db_name}-full/doc-0001", params={"revs": "true"}, timeout=10).json()
     assert history["_revisions"]["start"] == 2 and len(history["_revisions"]["ids"]) == 2  # full mode keeps history
-    notes = [note for _, path, _, note in compat_proxy.request_log if db_name in path]
+    notes = [note for _, path, _, note in compat_proxy.request_log if db_name in path or path == "/_session"]
     assert "answered empty _bulk_get" in notes and any(n.startswith("added pending=") for n in notes)
+    assert "added name to _session" in notes  # couchbackup logs in with cookie auth
+
+
+def test_couchbackup_full_mode_pages_past_10000_changes(compat_proxy: CouchCompatProxy, couch: PouchServer,
+                                                        db_name: str, tmp_path: Path) -> None:
+    """couchbackup's ChangesFollower asks for 10000 changes a page and stops at `pending == 0`."""
+    couch.create_db(db_name)
+    couch.bulk_docs(db_name, ({"_id": f"d{i:06d}", "n": i} for i in range(10_050)))
+    backup = _couchbackup(compat_proxy.url_with_credentials(couch.admin), db_name, "full", tmp_path)
+    lines = [json.loads(line) for line in backup.read_text().splitlines() if line.strip()]
+    ids = [doc["_id"] for line in lines if isinstance(line, list) for doc in line]
+    assert len(ids) == len(set(ids)) == 10_050
+    pending = [note for _, path, _, note in compat_proxy.request_log if f"/{db_name}/_changes" in path]
+    assert pending == ["added pending=1", "added pending=0"]
