@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from devstack import CouchCompatProxy, IamTokenServer, MotoS3, PouchServer, SeaweedS3
+from tests.helpers import SECRET_SOURCES
 
 IAM_API_KEYS = ("cloudant-iam-key-for-tests", "cos-iam-key-for-tests")
 
@@ -27,6 +28,7 @@ def devstack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def couch(devstack_dir: Path) -> Iterator[PouchServer]:
     """pouchdb-server on disk with an admin (``couch.admin`` = ("admin", random password))."""
     with PouchServer(devstack_dir / "couch", admin=("admin", secrets.token_hex(12))) as server:
+        SECRET_SOURCES.append(lambda: [server.admin[1]])
         yield server
 
 
@@ -41,6 +43,7 @@ def couch_open(devstack_dir: Path) -> Iterator[PouchServer]:
 def seaweed(devstack_dir: Path) -> Iterator[SeaweedS3]:
     """SeaweedFS with an S3 gateway: a real S3 server with HMAC credentials (``access_key``/``secret_key``)."""
     with SeaweedS3(devstack_dir / "seaweed") as server:
+        SECRET_SOURCES.append(lambda: [server.secret_key])
         yield server
 
 
@@ -55,6 +58,7 @@ def moto(devstack_dir: Path) -> Iterator[MotoS3]:
 def iam() -> Iterator[IamTokenServer]:
     """Local IBM IAM token endpoint (``iam.url``) knowing the two test API keys."""
     with IamTokenServer(set(IAM_API_KEYS)) as server:
+        SECRET_SOURCES.append(lambda: [*IAM_API_KEYS, *server.issued_tokens])
         yield server
 
 
@@ -86,3 +90,9 @@ def bucket(s3_client: Any) -> Iterator[str]:
     # SeaweedFS deletes non-empty buckets (and frees their volumes); pending uploads go with them.
     with contextlib.suppress(Exception):
         s3_client.delete_bucket(Bucket=name)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The session-wide secret scan must see every other test's output: run it last."""
+    last = [item for item in items if item.name == "test_no_secret_in_any_output_of_the_session"]
+    items[:] = [item for item in items if item not in last] + last

@@ -106,8 +106,9 @@ def test_backup_with_iam_on_both_sides(couch, db_name, moto, iam):
 def test_a_source_failure_mid_upload_leaves_no_object_and_no_incomplete_upload(tmp_path, db_name, bucket, s3_client, seaweed):
     with PouchServer(tmp_path / "dying-couch") as couch:
         couch.start()
-        load_docs(couch, db_name, sample_docs(filler=6000, filler_bytes=2000))  # ~12 MB
-        # The first part is in COS, then the database server dies: a real fault, not a mock.
+        # ~34 MB: more than the pipe (16 MiB) + one part can hold, so the reader is still reading when
+        # the first part is in COS and the database server dies: a real fault, not a mock.
+        load_docs(couch, db_name, sample_docs(filler=16000, filler_bytes=2000))
         log = CapturedLog(hooks={"part_uploaded": lambda fields: couch.kill() if fields["part"] == 1 else None})
         result, _ = run_main({**couch_params(couch, db_name), **cos_params(seaweed, bucket), "PART_SIZE_MB": 5,
                               "PAGE_SIZE": 200, "MAX_RETRIES": "0"}, log)
