@@ -10,7 +10,7 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
   echo "setup: Python 3.11 or newer is needed as '$python' (set PYTHON=...)" >&2
   exit 1
 fi
-if ! command -v node >/dev/null || ! node -e 'process.exit(+process.versions.node.split(".")[0] < 20)'; then
+if ! command -v node >/dev/null || ! node -e 'process.exit(Number(process.versions.node.split(".")[0] < 20))' 2>/dev/null; then
   echo "setup: Node.js 20 or newer is needed (for pouchdb-server, the local CouchDB stand-in)" >&2
   exit 1
 fi
