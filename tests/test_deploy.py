@@ -1,0 +1,512 @@
+"""deploy.sh against stand-in CLIs (tests/fakes): the exact commands for each target, idempotence, pruning,
+--dry-run, --uninstall, input checks before any command, and no opts.json value in any output or argv."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKES = ROOT / "tests" / "fakes"
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import deploy_plan  # noqa: E402 - scripts/ is not a package
+
+# Values that must never leave opts.json: not in stdout, stderr or any recorded command line.
+SECRETS = {
+    "CLOUDANT_IAM_KEY": "cloudant-iam-key-7f3a9c2e51",
+    "COS_API_KEY": "cos-api-key-b84d02e6aa",
+    "COS_SERVICE_INSTANCE_ID": "crn:v1:bluemix:public:cloud-object-storage:global:a/9d1c7e::",
+}
+OPTS = {
+    "CLOUDANT_URL": "https://account-4c21.cloudantnosqldb.appdomain.cloud",
+    "COS_ENDPOINT": "s3.eu-gb.cloud-object-storage.appdomain.cloud",
+    "COS_BUCKET": "nightly-backups-5e0b",
+    **SECRETS,
+}
+ALL_VALUES = [v for v in OPTS.values() if len(v) >= 8]
+READS = {"get", "list", "select"}
+FEED = "/whisk.system/alarms/alarm"
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+    calls: list[list[str]]  # argv of every CLI call this run made
+
+    @property
+    def changes(self) -> list[list[str]]:
+        """The calls that change something (everything but get/list/select)."""
+        return [c for c in self.calls if not READS & set(c[:5])]
+
+
+class Deployer:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.state = tmp / "state.json"
+        self.log = tmp / "calls.jsonl"
+        self.zip = tmp / "action.zip"
+        self.zip.write_bytes(b"PK\x05\x06" + b"\0" * 18)  # an empty zip: the fake only checks it exists
+        self.write_opts(OPTS)
+        self.write_schedule({"mydb1": "30 1 * * *", "mydb2": None})
+        self.runs: list[Run] = []
+        self.secret_values = list(ALL_VALUES)
+
+    def write_opts(self, opts: Any) -> None:
+        (self.tmp / "opts.json").write_text(opts if isinstance(opts, str) else json.dumps(opts))
+
+    def write_schedule(self, databases: Any) -> None:
+        text = databases if isinstance(databases, str) else json.dumps({"databases": databases})
+        (self.tmp / "schedule.json").write_text(text)
+
+    def env(self, target: str, path: str | None = None, **extra: str) -> dict[str, str]:
+        env = {
+            "PATH": path if path is not None else f"{FAKES}:{Path(sys.executable).parent}:/usr/bin:/bin",
+            "HOME": str(self.tmp),
+            "DEPLOY_TARGET": target,
+            "OPTS_FILE": str(self.tmp / "opts.json"),
+            "SCHEDULE_FILE": str(self.tmp / "schedule.json"),
+            "ACTION_ZIP": str(self.zip),
+            "FAKE_CLI_STATE": str(self.state),
+            "FAKE_CLI_LOG": str(self.log),
+        }
+        if target == "code-engine":
+            env["CE_PROJECT"] = "backups"
+        env.update(extra)
+        return env
+
+    def __call__(self, target: str = "wsk", *args: str, path: str | None = None, **extra: str) -> Run:
+        before = len(self.calls())
+        proc = subprocess.run(
+            [str(ROOT / "deploy.sh"), *args], env=self.env(target, path, **extra), cwd=self.tmp,
+            capture_output=True, text=True, timeout=60,
+        )
+        run = Run(proc.returncode, proc.stdout, proc.stderr, self.calls()[before:])
+        self.runs.append(run)
+        return run
+
+    def calls(self) -> list[list[str]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def entities(self) -> dict[str, Any]:
+        return json.loads(self.state.read_text()) if self.state.exists() else {}
+
+    def assert_no_secret_leaked(self) -> None:
+        for run in self.runs:
+            for value in self.secret_values:
+                assert value not in run.stdout and value not in run.stderr, value
+                for call in run.calls:
+                    assert not any(value in arg for arg in call), (value, call)
+
+
+@pytest.fixture
+def deploy(tmp_path: Path) -> Deployer:
+    deployer = Deployer(tmp_path)
+    yield deployer
+    deployer.assert_no_secret_leaked()
+
+
+def ok(run: Run) -> Run:
+    assert run.code == 0, run.stderr
+    return run
+
+
+def trigger(db: str) -> str:
+    return f"cron-backup-trigger--{db}"
+
+
+def rule(db: str) -> str:
+    return f"cron-backup-rule--{db}"
+
+
+def first_deploy_commands(cli: list[str], d: Deployer) -> list[list[str]]:
+    return [
+        [*cli, "package", "update", "cron"],
+        [*cli, "action", "update", "cron/backup", str(d.zip), "--kind", "python:3.11", "--timeout", "300000",
+         "--memory", "512", "--param-file", str(d.tmp / "opts.json")],
+        [*cli, "trigger", "create", trigger("mydb1"), "--feed", FEED, "--param", "cron", "30 1 * * *",
+         "--param", "trigger_payload", '{"CLOUDANT_DB":"mydb1"}'],
+        [*cli, "rule", "update", rule("mydb1"), trigger("mydb1"), "cron/backup"],
+        [*cli, "trigger", "create", trigger("mydb2"), "--feed", FEED, "--param", "cron", "5 0 * * *",
+         "--param", "trigger_payload", '{"CLOUDANT_DB":"mydb2"}'],
+        [*cli, "rule", "update", rule("mydb2"), trigger("mydb2"), "cron/backup"],
+    ]
+
+
+# ---- OpenWhisk (wsk and ibmcloud fn) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("target", "cli"), [("wsk", ["wsk"]), ("ibmcloud-fn", ["ibmcloud", "fn"])])
+def test_first_deploy_creates_package_action_feed_triggers_and_rules(deploy: Deployer, target: str, cli: list[str]) -> None:
+    run = ok(deploy(target))
+    assert run.changes == first_deploy_commands(cli, deploy)
+    # Each feed trigger is looked up before it is created: never a blind `trigger update`.
+    assert run.calls.index([*cli, "trigger", "get", trigger("mydb1")]) < run.calls.index(first_deploy_commands(cli, deploy)[2])
+    state = deploy.entities()
+    assert state["triggers"][trigger("mydb2")] == {"feed": FEED, "config": {"cron": "5 0 * * *", "payload": {"CLOUDANT_DB": "mydb2"}}}
+    assert state["rules"][rule("mydb1")] == {"trigger": trigger("mydb1"), "action": "cron/backup", "status": "active"}
+    assert state["actions"]["cron/backup"]["params"] == OPTS
+
+
+def test_redeploy_updates_the_action_but_no_trigger_or_rule(deploy: Deployer) -> None:
+    ok(deploy())
+    before = deploy.entities()
+    run = ok(deploy())
+    # The action is always updated (its code and bound parameters come from the repo); schedules do not churn.
+    assert [c[:3] for c in run.changes] == [["wsk", "package", "update"], ["wsk", "action", "update"]]
+    assert deploy.entities() == before
+    assert f"unchanged: {trigger('mydb1')} (30 1 * * *)" in run.stderr
+
+
+def test_a_changed_cron_updates_only_that_trigger(deploy: Deployer) -> None:
+    ok(deploy())
+    deploy.write_schedule({"mydb1": "0 3 * * 1-5", "mydb2": None})
+    run = ok(deploy())
+    assert run.changes[2:] == [
+        ["wsk", "trigger", "update", trigger("mydb1"), "--param", "cron", "0 3 * * 1-5",
+         "--param", "trigger_payload", '{"CLOUDANT_DB":"mydb1"}'],
+    ]
+    assert deploy.entities()["triggers"][trigger("mydb1")]["config"]["cron"] == "0 3 * * 1-5"
+
+
+def test_a_removed_database_loses_its_rule_then_its_trigger(deploy: Deployer) -> None:
+    ok(deploy())
+    deploy.write_schedule({"mydb1": "30 1 * * *"})
+    run = ok(deploy())
+    assert run.changes[2:] == [
+        ["wsk", "rule", "delete", "--disable", rule("mydb2")],
+        ["wsk", "trigger", "delete", trigger("mydb2")],
+    ]
+    state = deploy.entities()
+    assert set(state["triggers"]) == {trigger("mydb1")} and set(state["rules"]) == {rule("mydb1")}
+
+
+def test_other_triggers_and_rules_in_the_namespace_are_left_alone(deploy: Deployer) -> None:
+    ok(deploy())
+    state = deploy.entities()
+    state["triggers"]["nightly-report"] = {"feed": FEED, "config": {"cron": "0 5 * * *", "payload": {}}}
+    state["rules"]["nightly-report-rule"] = {"trigger": "nightly-report", "action": "cron/backup", "status": "active"}
+    deploy.state.write_text(json.dumps(state))
+    assert ok(deploy("wsk", "--uninstall")).changes[-1] == ["wsk", "package", "delete", "cron"]
+    state = deploy.entities()
+    assert set(state["triggers"]) == {"nightly-report"} and set(state["rules"]) == {"nightly-report-rule"}
+
+
+def test_a_trigger_without_feed_is_replaced_and_its_rule_relinked(deploy: Deployer) -> None:
+    # What a blind `trigger update` leaves behind: a trigger that never fires.
+    ok(deploy())
+    state = deploy.entities()
+    state["triggers"][trigger("mydb1")] = {"feed": None, "params": {}}
+    deploy.state.write_text(json.dumps(state))
+    run = ok(deploy())
+    assert run.changes[2:] == [
+        ["wsk", "trigger", "delete", trigger("mydb1")],
+        ["wsk", "trigger", "create", trigger("mydb1"), "--feed", FEED, "--param", "cron", "30 1 * * *",
+         "--param", "trigger_payload", '{"CLOUDANT_DB":"mydb1"}'],
+        ["wsk", "rule", "update", rule("mydb1"), trigger("mydb1"), "cron/backup"],
+    ]
+
+
+def test_a_disabled_rule_is_enabled_again(deploy: Deployer) -> None:
+    ok(deploy())
+    state = deploy.entities()
+    state["rules"][rule("mydb2")]["status"] = "inactive"
+    deploy.state.write_text(json.dumps(state))
+    assert ok(deploy()).changes[2:] == [["wsk", "rule", "enable", rule("mydb2")]]
+
+
+def test_dry_run_prints_the_commands_and_changes_nothing(deploy: Deployer) -> None:
+    run = ok(deploy("wsk", "--dry-run"))
+    assert run.changes == []
+    assert deploy.entities() == {}
+    printed = [shlex.split(line) for line in run.stdout.splitlines() if not line.startswith("#")]
+    assert printed == first_deploy_commands(["wsk"], deploy)
+    assert "--param-file" in run.stdout and "opts.json" in run.stdout
+
+    ok(deploy())
+    deploy.write_schedule({"mydb1": "45 2 * * *"})
+    run = ok(deploy("wsk", "--dry-run"))
+    assert run.changes == []
+    printed = [line for line in run.stdout.splitlines() if not line.startswith("#")]
+    assert printed[2:] == [
+        f"wsk trigger update {trigger('mydb1')} --param cron '45 2 * * *' --param trigger_payload '{{\"CLOUDANT_DB\":\"mydb1\"}}'",
+        f"wsk rule delete --disable {rule('mydb2')}",
+        f"wsk trigger delete {trigger('mydb2')}",
+    ]
+
+
+def test_dry_run_without_a_prebuilt_zip_shows_the_build(deploy: Deployer) -> None:
+    run = ok(deploy("wsk", "--dry-run", ACTION_ZIP=""))
+    lines = [line for line in run.stdout.splitlines() if not line.startswith("#")]
+    assert lines[0] == "scripts/build-action.sh dist/action.zip"
+    assert lines[2].startswith("wsk action update cron/backup dist/action.zip --kind python:3.11")
+
+
+@pytest.mark.parametrize(("target", "cli"), [("wsk", ["wsk"]), ("ibmcloud-fn", ["ibmcloud", "fn"])])
+def test_uninstall_removes_everything_and_needs_no_opts(deploy: Deployer, target: str, cli: list[str]) -> None:
+    ok(deploy(target))
+    (deploy.tmp / "opts.json").unlink()
+    (deploy.tmp / "schedule.json").unlink()
+    run = ok(deploy(target, "--uninstall"))
+    assert run.changes == [
+        [*cli, "rule", "delete", "--disable", rule("mydb1")],
+        [*cli, "rule", "delete", "--disable", rule("mydb2")],
+        [*cli, "trigger", "delete", trigger("mydb1")],
+        [*cli, "trigger", "delete", trigger("mydb2")],
+        [*cli, "action", "delete", "cron/backup"],
+        [*cli, "package", "delete", "cron"],
+    ]
+    state = deploy.entities()
+    assert not any(state[k] for k in ("packages", "actions", "triggers", "rules"))
+    assert ok(deploy(target, "--uninstall")).changes == []  # twice is fine
+
+
+def test_settings_come_from_the_environment(deploy: Deployer) -> None:
+    run = ok(deploy("wsk", PACKAGE_NAME="nightly", ACTION_NAME="cloudant", ACTION_TIMEOUT_MS="120000",
+                    ACTION_MEMORY_MB="256", ACTION_IMAGE="registry.example/backup:1.2.0"))
+    assert run.changes[:2] == [
+        ["wsk", "package", "update", "nightly"],
+        ["wsk", "action", "update", "nightly/cloudant", str(deploy.zip), "--docker", "registry.example/backup:1.2.0",
+         "--timeout", "120000", "--memory", "256", "--param-file", str(deploy.tmp / "opts.json")],
+    ]
+    assert ["wsk", "rule", "update", "nightly-cloudant-rule--mydb1", "nightly-cloudant-trigger--mydb1", "nightly/cloudant"] in run.changes
+
+
+def test_names_are_valid_for_any_database_name(deploy: Deployer) -> None:
+    odd = ["a/b$c(d)+e-f", "a-b", "a/b", "x" * 238, "z_"]
+    deploy.write_schedule(dict.fromkeys(odd))
+    ok(deploy())  # the fake refuses invalid OpenWhisk names
+    ok(deploy("code-engine"))  # and invalid Code Engine names
+    state = deploy.entities()
+    assert len(state["triggers"]) == len(state["rules"]) == len(state["ce"]["subscriptions"]) == len(odd)
+    payloads = {t["config"]["payload"]["CLOUDANT_DB"] for t in state["triggers"].values()}
+    assert payloads == set(odd)
+    assert {json.loads(s["data"])["CLOUDANT_DB"] for s in state["ce"]["subscriptions"].values()} == set(odd)
+    assert ok(deploy()).changes[2:] == []  # names are stable
+
+
+def test_a_failing_list_stops_before_any_change(deploy: Deployer) -> None:
+    run = deploy("wsk", FAKE_CLI_FAIL="trigger list")
+    assert run.code != 0 and "simulated failure" in run.stderr
+    assert run.changes == []
+
+
+# ---- Code Engine ------------------------------------------------------------------------------------------
+
+
+def ce_job_args(image: list[str]) -> list[str]:
+    return [*image, "--command", "python", "--argument=-m", "--argument=backup.job", "--env-from-secret",
+            "cloudant-backup-params", "--cpu", "1", "--memory", "4G", "--maxexecutiontime", "7200", "--retrylimit", "1"]
+
+
+def ce_subscription(verb: str, db: str, cron: str) -> list[str]:
+    return ["ibmcloud", "ce", "subscription", "cron", verb, "--name", f"cloudant-backup--{db}", "--destination-type", "job",
+            "--destination", "cloudant-backup", "--schedule", cron, "--data", json.dumps({"CLOUDANT_DB": db}, separators=(",", ":"))]
+
+
+def env_file_of(call: list[str]) -> str:
+    return call[call.index("--from-env-file") + 1]
+
+
+def test_code_engine_first_deploy(deploy: Deployer) -> None:
+    run = ok(deploy("code-engine"))
+    assert run.calls[0] == ["ibmcloud", "ce", "project", "select", "--name", "backups"]
+    secret = run.changes[0]
+    assert secret[:6] == ["ibmcloud", "ce", "secret", "create", "--name", "cloudant-backup-params"]
+    assert not Path(env_file_of(secret)).exists()  # the temp env file is gone after the run
+    assert run.changes[1:] == [
+        ["ibmcloud", "ce", "job", "create", "--name", "cloudant-backup",
+         *ce_job_args(["--build-source", ".", "--build-strategy", "dockerfile"])],
+        ce_subscription("create", "mydb1", "30 1 * * *"),
+        ce_subscription("create", "mydb2", "5 0 * * *"),
+    ]
+    ce = deploy.entities()["ce"]
+    assert ce["secrets"]["cloudant-backup-params"] == OPTS  # the fake also checked the env file was mode 0600
+    assert ce["jobs"]["cloudant-backup"]["argument"] == ["-m", "backup.job"]
+
+
+def test_code_engine_redeploy_changed_cron_removed_database_and_stale_secret_keys(deploy: Deployer) -> None:
+    ok(deploy("code-engine", CE_IMAGE="icr.io/ns/backup:1.0"))
+    run = ok(deploy("code-engine", CE_IMAGE="icr.io/ns/backup:1.0", CE_REGISTRY_SECRET="icr-pull"))
+    assert [c[2:4] for c in run.changes] == [["secret", "update"], ["job", "update"]]  # no subscription churn
+    assert run.changes[1] == ["ibmcloud", "ce", "job", "update", "--name", "cloudant-backup",
+                              *ce_job_args(["--image", "icr.io/ns/backup:1.0", "--registry-secret", "icr-pull"])]
+
+    deploy.write_schedule({"mydb1": "0 4 * * *"})
+    deploy.write_opts({k: v for k, v in OPTS.items() if k != "COS_BUCKET"} | {"COS_BUCKET": "other-bucket", "PAGE_SIZE": 5000})
+    run = ok(deploy("code-engine", CE_IMAGE="icr.io/ns/backup:1.0"))
+    assert run.changes[2:] == [
+        ce_subscription("update", "mydb1", "0 4 * * *"),
+        ["ibmcloud", "ce", "subscription", "cron", "delete", "--name", "cloudant-backup--mydb2", "--force"],
+    ]
+    assert deploy.entities()["ce"]["secrets"]["cloudant-backup-params"]["PAGE_SIZE"] == "5000"
+
+    deploy.write_opts({k: v for k, v in OPTS.items() if not k.startswith("COS_")}
+                      | {"COS_ENDPOINT": OPTS["COS_ENDPOINT"], "COS_BUCKET": "b-1", "COS_ACCESS_KEY_ID": "AKIDEXAMPLE01",
+                         "COS_SECRET_ACCESS_KEY": "hmac-secret-example-0001"})
+    deploy.secret_values += ["hmac-secret-example-0001", "AKIDEXAMPLE01"]
+    run = ok(deploy("code-engine", CE_IMAGE="icr.io/ns/backup:1.0"))
+    # Keys gone from opts.json leave the secret too (IAM and HMAC keys side by side would fail every run).
+    assert run.changes[1] == ["ibmcloud", "ce", "secret", "update", "--name", "cloudant-backup-params",
+                              "--rm", "COS_API_KEY", "--rm", "COS_SERVICE_INSTANCE_ID", "--rm", "PAGE_SIZE"]
+    assert set(deploy.entities()["ce"]["secrets"]["cloudant-backup-params"]) == {
+        "CLOUDANT_URL", "CLOUDANT_IAM_KEY", "COS_ENDPOINT", "COS_BUCKET", "COS_ACCESS_KEY_ID", "COS_SECRET_ACCESS_KEY"}
+
+
+def test_code_engine_dry_run_and_uninstall(deploy: Deployer) -> None:
+    run = ok(deploy("code-engine", "--dry-run"))
+    assert run.changes == [] and deploy.entities()["ce"]["secrets"] == {}
+    lines = [line for line in run.stdout.splitlines() if not line.startswith("#")]
+    assert re.fullmatch(r"ibmcloud ce secret create --name cloudant-backup-params --from-env-file /\S+/params\.env", lines[0])
+    assert lines[1:] == [shlex.join(c) for c in [
+        ["ibmcloud", "ce", "job", "create", "--name", "cloudant-backup",
+         *ce_job_args(["--build-source", ".", "--build-strategy", "dockerfile"])],
+        ce_subscription("create", "mydb1", "30 1 * * *"),
+        ce_subscription("create", "mydb2", "5 0 * * *"),
+    ]]
+
+    ok(deploy("code-engine"))
+    run = ok(deploy("code-engine", "--uninstall"))
+    assert run.changes == [
+        ["ibmcloud", "ce", "subscription", "cron", "delete", "--name", "cloudant-backup--mydb1", "--force"],
+        ["ibmcloud", "ce", "subscription", "cron", "delete", "--name", "cloudant-backup--mydb2", "--force"],
+        ["ibmcloud", "ce", "job", "delete", "--name", "cloudant-backup", "--force"],
+        ["ibmcloud", "ce", "secret", "delete", "--name", "cloudant-backup-params", "--force"],
+    ]
+    ce = deploy.entities()["ce"]
+    assert not (ce["secrets"] or ce["jobs"] or ce["subscriptions"])
+
+
+# ---- inputs are checked before anything runs --------------------------------------------------------------
+
+
+BAD_INPUTS = [
+    ("opts", "{not json", "opts.json is not valid JSON"),
+    ("opts", '["CLOUDANT_URL"]', "must hold a JSON object"),
+    ("opts", json.dumps({**OPTS, "COS_BUCKET": {"nested": 1}}), "COS_BUCKET must be a string"),
+    ("opts", json.dumps({k: v for k, v in OPTS.items() if k != "COS_BUCKET"}), "COS_BUCKET is missing"),
+    ("opts", json.dumps({**OPTS, "CLOUDANT_URL": f"account:{SECRETS['COS_API_KEY']}@host"}), "CLOUDANT_URL must start with"),
+    ("schedule", '{"databases": {"mydb1": "5 0 * *"', "schedule.json is not valid JSON"),
+    ("schedule", '{"databases": {}}', "at least one"),
+    ("schedule", '{"mydb1": "5 0 * * *"}', "must look like"),
+    ("schedule", '{"databases": {"mydb1": "5 0 * *"}}', "needs 5 fields"),
+    ("schedule", '{"databases": {"mydb1": "60 0 * * *"}}', "minute field '60': 60 is outside 0-59"),
+    ("schedule", '{"databases": {"mydb1": "5 24 * * *"}}', "hour field"),
+    ("schedule", '{"databases": {"mydb1": "*/0 * * * *"}}', "step '0'"),
+    ("schedule", '{"databases": {"mydb1": "5 0 31 13 *"}}', "month field '13'"),
+    ("schedule", '{"databases": {"mydb1": "5 0 * * 8"}}', "day-of-week field"),
+    ("schedule", '{"databases": {"mydb1": "5 0 10-2 * *"}}', "runs backwards"),
+    ("schedule", '{"databases": {"mydb1": "0 0 0 * * *"}}', "needs 5 fields"),
+    ("schedule", '{"databases": {"mydb1": 5}}', "must be a string"),
+    ("schedule", '{"databases": {"MyDB": null}}', "not a valid database name"),
+]
+
+
+@pytest.mark.parametrize("target", ["wsk", "code-engine"])
+@pytest.mark.parametrize(("which", "content", "message"), BAD_INPUTS, ids=[f"{w}-{m}" for w, _, m in BAD_INPUTS])
+def test_bad_input_fails_before_any_command(deploy: Deployer, target: str, which: str, content: str, message: str) -> None:
+    (deploy.write_opts if which == "opts" else deploy.write_schedule)(content)
+    run = deploy(target)
+    assert run.code == 2
+    assert message in run.stderr
+    assert run.calls == []  # not even a read
+
+
+@pytest.mark.parametrize(
+    ("setup", "extra", "message"),
+    [
+        ("no-opts", {}, "opts.json not found: copy opts.example.json"),
+        ("no-schedule", {}, "schedule.json not found: copy schedule.example.json"),
+        ("no-cli", {}, "wsk not found on PATH"),
+        ("", {"DEPLOY_TARGET": "lambda"}, "DEPLOY_TARGET must be wsk, ibmcloud-fn or code-engine"),
+        ("", {"ACTION_TIMEOUT_MS": "5m"}, "ACTION_TIMEOUT_MS must be a whole number"),
+        ("", {"ACTION_MEMORY_MB": "64"}, "ACTION_MEMORY_MB must be a whole number >= 128"),
+        ("", {"PACKAGE_NAME": "a/b"}, "PACKAGE_NAME must be"),
+        ("", {"ACTION_ZIP": "/nonexistent/action.zip"}, "ACTION_ZIP /nonexistent/action.zip does not exist"),
+        ("", {"DEPLOY_TARGET": "code-engine", "CE_JOB": "Backup_Job"}, "CE_JOB must be lowercase"),
+        ("", {"DEPLOY_TARGET": "code-engine", "CE_MEMORY": "lots"}, "CE_MEMORY must be like 4G"),
+        ("bad-arg", {}, "unknown argument '--force'"),
+    ],
+)
+def test_bad_setup_fails_before_any_command(deploy: Deployer, setup: str, extra: dict[str, str], message: str) -> None:
+    if setup == "no-opts":
+        (deploy.tmp / "opts.json").unlink()
+    if setup == "no-schedule":
+        (deploy.tmp / "schedule.json").unlink()
+    extra = dict(extra)
+    target = extra.pop("DEPLOY_TARGET", "wsk")
+    path = f"{Path(sys.executable).parent}:/usr/bin:/bin" if setup == "no-cli" else None
+    if setup == "no-cli" and any(Path(d, "wsk").exists() for d in path.split(":")):
+        pytest.skip("a real wsk is installed on this machine")
+    run = deploy(target, *(["--force"] if setup == "bad-arg" else []), path=path, **extra)
+    assert run.code == 2
+    assert message in run.stderr
+    assert run.calls == []
+
+
+# ---- the planner's pure parts ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cron", ["5 0 * * *", "*/15 * * * *", "0 2 1-7 * mon", "0 0,12 * JAN-MAR 1-5", "0 3 * * 7", " 5  0 * * * "])
+def test_valid_crons(cron: str) -> None:
+    assert deploy_plan.check_cron(cron) == " ".join(cron.split())
+
+
+def test_staggered_times_are_five_minutes_apart_from_0005() -> None:
+    assert [deploy_plan.staggered_cron(i) for i in (0, 1, 11, 12)] == ["5 0 * * *", "10 0 * * *", "0 1 * * *", "5 1 * * *"]
+
+
+def test_entity_names_keep_safe_names_and_hash_the_rest() -> None:
+    assert deploy_plan.entity_name("p--", "mydb_1", "wsk") == "p--mydb_1"
+    assert deploy_plan.entity_name("p--", "db-", "wsk") == "p--db-"
+    assert deploy_plan.entity_name("p--", "mydb_1", "code-engine").startswith("p--mydb-1-")
+    assert deploy_plan.entity_name("p--", "a/b", "wsk") != deploy_plan.entity_name("p--", "a-b", "wsk")
+    for target, limit, pattern in (("wsk", 256, r"[A-Za-z0-9_.-]+"), ("code-engine", 63, r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")):
+        for db in ("a/b$c(d)+e-f", "x" * 238, "d(", "e-"):
+            name = deploy_plan.entity_name("cloudant-backup--", db, target)
+            assert len(name) <= limit and re.fullmatch(pattern, name), name
+
+
+def test_trigger_state_reads_feed_and_plain_triggers() -> None:
+    feed = 'ok: invoked /whisk.system/alarms/alarm with id 1\n{"activationId": "1", "name": "alarm", "annotations": [],' \
+           ' "response": {"result": {"config": {"cron": "5 0 * * *", "payload": {"CLOUDANT_DB": "a"}}}}}'
+    assert deploy_plan.trigger_state(feed, "5 0 * * *", '{"CLOUDANT_DB":"a"}') == "same"
+    assert deploy_plan.trigger_state(feed, "6 0 * * *", '{"CLOUDANT_DB":"a"}') == "changed"
+    assert deploy_plan.trigger_state(feed, "5 0 * * *", '{"CLOUDANT_DB":"b"}') == "changed"
+    plain = 'ok: got trigger t\n{"name": "t", "annotations": [], "parameters": []}'
+    assert deploy_plan.trigger_state(plain, "5 0 * * *", "{}") == "plain"
+    assert deploy_plan.trigger_state("ok: invoked, but the feed did not answer", "5 0 * * *", "{}") == "unknown"
+
+
+def test_env_file_is_private(tmp_path: Path) -> None:
+    (tmp_path / "opts.json").write_text(json.dumps({"A": "x=y", "B": True, "C": 7}))
+    deploy_plan.write_env_file(str(tmp_path / "opts.json"), str(tmp_path / "env"))
+    assert (tmp_path / "env").read_text() == "A=x=y\nB=true\nC=7\n"
+    assert os.stat(tmp_path / "env").st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize("ignore_file", [".ceignore", ".dockerignore"])
+def test_the_image_build_context_never_holds_opts_json(tmp_path: Path, ignore_file: str) -> None:
+    # .ceignore has .gitignore syntax; .dockerignore is written so that both readings agree.
+    for path in ("Dockerfile", "requirements.txt", "__main__.py", "backup/job.py", "opts.json", "schedule.json",
+                 "backup/__pycache__/job.cpython-311.pyc", ".venv/bin/python", "dist/action.zip", "tests/test_job.py"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x")
+    (tmp_path / ".gitignore").write_text((ROOT / ignore_file).read_text())
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    listed = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=tmp_path, check=True,
+                            capture_output=True, text=True).stdout.split()
+    assert sorted(listed) == ["Dockerfile", "__main__.py", "backup/job.py", "requirements.txt"]
