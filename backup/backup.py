@@ -1,71 +1,102 @@
-"""Backup: stream one database into one COS object, all or nothing.
+"""Backup: stream one database into one COS object, all or nothing, across invocations if need be.
 
-    Cloudant `_all_docs` pages --(reader thread)--> lines --> bounded Pipe --> MultipartUpload --> COS
+    Cloudant (_all_docs pages, or _changes + _bulk_get for an incremental)
+        --(reader thread)--> lines --> bounded Pipe --> MultipartUpload --> COS
 
 The reader and the uploader run concurrently; memory is about one page + the pipe + one part.
-On any failure the upload is aborted, so no object appears at the key. On success a manifest
-(doc count, bytes, sha256) is written beside the object; if that fails the object is deleted again.
+On any failure the upload is aborted, so no object appears at the key. Near the deadline the backup
+stops and stores a checkpoint instead (see checkpoint.py); the next invocation continues it. On
+completion a manifest (docs, bytes, per-part sha256) is written beside the object; if that fails the
+object is deleted again.
 """
 
 from __future__ import annotations
 
-import hashlib
+import os
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from backup import cloudant, cos
+from backup import cloudant, cos, openwhisk
+from backup.catalog import find_backups
+from backup.checkpoint import Checkpoint, CheckpointStore
 from backup.config import MIB, Config
-from backup.errors import BackupError, CosError
+from backup.deadline import Deadline
+from backup.errors import BackupError, CloudantError, CosError
 from backup.format import docs_line, metadata_line
 from backup.keys import backup_key, format_time, manifest_key
 from backup.log import Log
-from backup.manifest import Manifest
+from backup.manifest import Manifest, combined_sha256
 from backup.pipe import Pipe, PipeCancelled
+from backup.retention import apply_retention
 
 # Bytes the reader may run ahead of the uploader: enough to keep both busy, small enough to stay flat.
 PIPE_BYTES = 16 * MIB
 # Target size of one `_all_docs` page: PAGE_SIZE rows of tiny docs is cheap, of 1 MB docs it is not,
 # so the row limit shrinks as the average document grows (memory stays flat, requests stay few).
 PAGE_BYTES = 8 * MIB
+# Changes per `_changes` page (and per `_bulk_get`) in an incremental backup.
+CHANGES_PAGE = 500
+
+
+@dataclass
+class Line:
+    """One line for the object, with where reading resumes after it and how many docs it holds."""
+
+    data: bytes
+    mark: Any
+    docs: int
 
 
 class _Reader:
-    """Reads the database into the pipe on its own thread; counts what it wrote."""
+    """Reads the database into the pipe on its own thread; stops early when the deadline comes."""
 
-    def __init__(self, client: Any, db: str, pipe: Pipe, config: Config, first_line: bytes, log: Log) -> None:
-        self.client, self.db, self.pipe, self.log = client, db, pipe, log
+    def __init__(self, client: Any, db: str, pipe: Pipe, config: Config, cp: Checkpoint, deadline: Deadline,
+                 first_line: bytes | None, log: Log) -> None:
+        self.client, self.db, self.pipe, self.log, self.cp = client, db, pipe, log, cp
+        self.deadline = deadline
         self.page_size = config.tune("PAGE_SIZE")
         self.per_line = config.tune("DOCS_PER_LINE")
         self.progress_every = config.tune("PROGRESS_EVERY")
         self.first_line = first_line
-        self.docs = 0
-        self.lines = 0
+        self.docs = 0  # in lines handed to the pipe
         self.bytes = 0
-        self.last_id: str | None = None
+        self.read = 0  # docs read from the database (this invocation)
+        self._next_progress = self.progress_every
+        self.final_seq: Any = cp.seq
+        self.stopped = False  # True: ended by the deadline, not by the end of the data
         self.thread = threading.Thread(target=self._run, name=f"reader-{db}", daemon=True)
 
     def _run(self) -> None:
         try:
-            self._emit(self.first_line)
-            pending: list[dict[str, Any]] = []
-            next_progress = self.progress_every
-            for page in cloudant.iter_pages(self.client, self.db, self._next_page_size):
-                pending.extend(page)
-                while len(pending) >= self.per_line:
-                    self._emit_docs(pending[: self.per_line])
-                    del pending[: self.per_line]
-                if self.docs + len(pending) >= next_progress:
-                    self.log.info("progress", database=self.db, docs=self.docs + len(pending))
-                    next_progress += self.progress_every
-            if pending:
-                self._emit_docs(pending)
+            if self.first_line is not None:
+                self.pipe.write(Line(self.first_line, None, 0), len(self.first_line))
+            lines = self._incremental() if self.cp.kind == "incremental" else self._full()
+            for line in lines:
+                self.pipe.write(line, len(line.data))
+                self.docs += line.docs
+                self.bytes += len(line.data)
             self.pipe.close()
         except PipeCancelled:
-            pass  # the uploader failed and reports why
+            pass  # the uploader stopped (failure or deadline) and reports why
         except BaseException as exc:  # noqa: BLE001 - handed to the uploader, which raises it
             self.pipe.close(error=exc)
+
+    def _page_read(self, docs: int) -> None:
+        self.read += docs
+        if self.read >= self._next_progress:
+            self.log.info("progress", database=self.db, docs=self.read)
+            while self._next_progress <= self.read:
+                self._next_progress += self.progress_every
+
+    def _time_is_up(self) -> bool:
+        if self.deadline.reached():
+            self.stopped = True
+        return self.stopped
 
     def _next_page_size(self) -> int:
         if not self.docs:
@@ -73,75 +104,218 @@ class _Reader:
         average = max(self.bytes // self.docs, 1)
         return max(1, min(self.page_size, PAGE_BYTES // average))
 
-    def _emit_docs(self, docs: list[dict[str, Any]]) -> None:
-        self._emit(docs_line(docs))
-        self.docs += len(docs)
-        self.last_id = docs[-1]["_id"]
+    def _full(self) -> Iterator[Line]:
+        """Winning revisions of live docs in id order; a line's mark is its last id (exact resume)."""
+        pending: list[dict[str, Any]] = []
+        for page in cloudant.iter_pages(self.client, self.db, self._next_page_size, after=self.cp.resume_mark()):
+            pending.extend(page)
+            self._page_read(len(page))
+            while len(pending) >= self.per_line:
+                batch, pending = pending[: self.per_line], pending[self.per_line:]
+                yield Line(docs_line(batch), batch[-1]["_id"], len(batch))
+            if self._time_is_up():
+                return
+        if pending:
+            yield Line(docs_line(pending), pending[-1]["_id"], len(pending))
 
-    def _emit(self, line: bytes) -> None:
-        self.pipe.write(line)
-        self.lines += 1
-        if self.lines > 1:
-            self.bytes += len(line)
+    def _incremental(self) -> Iterator[Line]:
+        """Changed docs (tombstones included) with `_revisions`, so a restore extends each doc's history.
+
+        A line's mark is a feed position from which re-reading repeats nothing *after* the line: the
+        page's own start when the line ends mid-page. Re-reading a change is harmless (same revision).
+        """
+        pending: list[dict[str, Any]] = []
+        start = self.cp.resume_mark() if self.cp.resume_mark() is not None else self.cp.since
+        for results, page_since, last_seq in cloudant.iter_changes(self.client, self.db, start, CHANGES_PAGE):
+            wanted = [{"id": r["id"], "rev": r["changes"][0]["rev"]} for r in results if r.get("changes")]
+            docs, errors = cloudant.bulk_get(self.client, self.db, wanted)
+            if errors:
+                raise CloudantError(f"reading changed documents of '{self.db}': {len(errors)} could not be read, "
+                                    f"e.g. {errors[0]}; retry the backup")
+            self._page_read(len(docs))
+            for i, doc in enumerate(docs):
+                pending.append(doc)
+                if len(pending) >= self.per_line:
+                    mark = last_seq if i == len(docs) - 1 else page_since
+                    yield Line(docs_line(pending), mark, len(pending))
+                    pending = []
+            self.final_seq = last_seq
+            if pending and self._time_is_up():
+                return  # the pending docs are re-read from page_since next time
+            if self._time_is_up():
+                return
+        if pending:
+            yield Line(docs_line(pending), self.final_seq, len(pending))
+
+
+def _owner() -> str:
+    return os.environ.get("__OW_ACTIVATION_ID") or f"pid{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _start_plan(config: Config, s3: Any, info: dict[str, Any], store: CheckpointStore, log: Log,
+                started: datetime) -> Checkpoint:
+    """A new backup: full, or incremental after the newest complete backup of this database."""
+    db = config.db
+    assert db is not None
+    kind, base, since = "full", None, None
+    if config.mode == "incremental":
+        previous = next((e for e in find_backups(s3, config.cos.bucket, config.cos.prefix, db) if e.manifest), None)
+        if previous is None or previous.manifest is None or previous.manifest.seq is None:
+            log.info("incremental_without_base", database=db, detail="no complete backup yet: making a full one")
+        else:
+            kind, base, since = "incremental", previous.name.key, previous.manifest.seq
+    key = backup_key(config.cos.prefix, db, started)
+    if cos.exists(s3, config.cos.bucket, key):
+        raise CosError(f"backing up '{db}': {cos.where(config.cos.bucket, key)} already exists; refusing to overwrite it")
+    return Checkpoint(
+        database=db, key=key, upload_id="", kind=kind, started=format_time(started), created=time.time(),
+        update_seq=info.get("update_seq"), seq=info.get("update_seq") if kind == "full" else since,
+        base=base, since=since, doc_count=info.get("doc_count"),
+    )
 
 
 def run_backup(config: Config, log: Log, now: datetime | None = None) -> dict[str, Any]:
+    if config.many:
+        from backup.fanout import run_many
+
+        return run_many(config, log)
     assert config.cloudant is not None and config.db is not None
     started_at = time.monotonic()
-    started = now or datetime.now(UTC)
     db, bucket = config.db, config.cos.bucket
+    deadline = Deadline.from_environment(os.environ, config.tune("TIME_BUDGET") or None,
+                                         config.tune("SAFETY_MARGIN") or None)
     timeout, retries = config.tune("REQUEST_TIMEOUT"), config.tune("MAX_RETRIES")
     client = cloudant.make_client(config.cloudant, timeout, retries)
     s3 = cos.make_client(config.cos, timeout, retries)
 
     info = cloudant.database_info(client, db)
     cos.check_bucket(s3, bucket)
-    key = backup_key(config.cos.prefix, db, started)
-    if cos.exists(s3, bucket, key):
-        raise CosError(f"backing up '{db}': {cos.where(bucket, key)} already exists; refusing to overwrite it")
-    log.info("backup_started", database=db, bucket=bucket, key=key, doc_count=info.get("doc_count"),
-             update_seq=info.get("update_seq"))
+    store = CheckpointStore(s3, bucket, config.cos.prefix, db, log)
+    cp = store.load()
+    owner = _owner()
+    if cp is not None and time.time() - cp.created > config.tune("CHECKPOINT_MAX_AGE_HOURS") * 3600:
+        store.abandon(cp)
+        cp = None
+    resumed = cp is not None
+    if cp is not None:
+        if cp.leased_by_other(owner, time.time()):
+            raise CosError(f"backing up '{db}': another invocation ({cp.lease_owner}) is writing this backup until "
+                           f"{format_time(datetime.fromtimestamp(cp.lease_until, UTC))}; not starting a second writer")
+        store.acquire(cp, owner, deadline.at or time.time() + 3600)
+        tail = store.load_tail(cp)
+        log.info("backup_resumed", database=db, key=cp.key, parts=len(cp.parts), invocation=cp.invocations + 1,
+                 docs=cp.tail["docs"] if cp.tail else (cp.parts[-1]["docs"] if cp.parts else 0))
+    else:
+        cp = _start_plan(config, s3, info, store, log, now or datetime.now(UTC))
+        tail = b""
+        log.info("backup_started", database=db, bucket=bucket, key=cp.key, kind=cp.kind, base=cp.base,
+                 doc_count=cp.doc_count, update_seq=cp.update_seq)
+    # The metadata line comes from the plan alone, so a continued backup writes the same bytes.
+    first_line = None if (cp.parts or cp.tail) else metadata_line(
+        database=db, started=cp.started, update_seq=cp.update_seq, doc_count=cp.doc_count, backup=cp.kind,
+        base=cp.base, since=cp.since)
 
-    first = metadata_line(database=db, started=format_time(started), update_seq=info.get("update_seq"),
-                          doc_count=info.get("doc_count"))
     pipe = Pipe(PIPE_BYTES)
-    reader = _Reader(client, db, pipe, config, first, log)
-    digest = hashlib.sha256()
-    upload = cos.MultipartUpload(s3, bucket, key, config.tune("PART_SIZE_MB") * MIB, log,
-                                 metadata={"database": db, "tool": "cloudant-cos-backup"})
+    reader = _Reader(client, db, pipe, config, cp, deadline, first_line, log)
+    upload = cos.MultipartUpload(s3, bucket, cp.key, config.tune("PART_SIZE_MB") * MIB, log,
+                                 metadata={"database": db, "tool": "cloudant-cos-backup"},
+                                 upload_id=cp.upload_id or None, parts=cp.parts)
+    stopped = False
     try:
         with upload:
+            cp.upload_id = upload.upload_id or ""
+            if tail:
+                upload.write(tail, cp.tail["mark"], cp.tail["docs"] - upload.docs, cp.tail["lines"] - upload.lines)
             reader.thread.start()
-            while chunk := pipe.read():
-                digest.update(chunk)
-                upload.write(chunk)
+            while True:
+                if deadline.reached():
+                    stopped = True
+                    break
+                try:
+                    line = pipe.get(timeout=0.25)
+                except TimeoutError:
+                    continue
+                if line is None:
+                    stopped = reader.stopped
+                    break
+                upload.write(line.data, line.mark, line.docs)
+            pipe.cancel()
+            if stopped:
+                return _checkpoint(config, store, cp, upload, log, started_at)
             upload.complete()
     except BaseException:
         pipe.cancel()
+        if resumed:
+            store.delete()  # its upload was aborted: the checkpoint points at nothing now
         raise
     finally:
         if reader.thread.ident is not None:
-            reader.thread.join()
+            reader.thread.join(timeout=None if not stopped else 2.0)
 
+    return _finish(config, s3, store, cp, upload, reader, log, started_at)
+
+
+def _checkpoint(config: Config, store: CheckpointStore, cp: Checkpoint, upload: cos.MultipartUpload, log: Log,
+                started_at: float) -> dict[str, Any]:
+    """Deadline: keep the upload open, store parts + tail + resume point, hand over to the next invocation."""
+    existing = store.load()
+    if existing is not None and existing.upload_id != cp.upload_id:
+        upload.abort()
+        raise CosError(f"backing up '{cp.database}': another backup of it was checkpointed meanwhile "
+                       f"({existing.key}); this one is dropped so the two never mix")
+    tail = upload.take_buffer()
+    cp.parts = upload.parts
+    cp.tail = {"size": len(tail), "mark": upload.mark, "docs": upload.docs, "lines": upload.lines} if tail else None
+    cp.lease_owner, cp.lease_until = None, 0.0
+    cp.invocations += 1
+    store.save(cp, tail)
+    result: dict[str, Any] = {
+        "ok": True, "complete": False, "operation": "backup", "database": cp.database, "bucket": config.cos.bucket,
+        "key": cp.key, "kind": cp.kind, "docs": upload.docs, "bytes": upload.bytes + len(tail), "parts": len(upload.parts),
+        "invocations": cp.invocations, "seconds": round(time.monotonic() - started_at, 3),
+        "detail": "stopped before the deadline; the next invocation with the same parameters continues this backup",
+    }
+    if config.continue_async:
+        result["continued_by"] = openwhisk.continue_backup(config, log)
+    log.info("backup_checkpointed", **result)
+    return result
+
+
+def _finish(config: Config, s3: Any, store: CheckpointStore, cp: Checkpoint, upload: cos.MultipartUpload,
+            reader: _Reader, log: Log, started_at: float) -> dict[str, Any]:
+    bucket = config.cos.bucket
     manifest = Manifest(
-        key=key, database=db, docs=reader.docs, lines=reader.lines, bytes=upload.bytes, sha256=digest.hexdigest(),
-        started=format_time(started), finished=format_time(datetime.now(UTC)),
-        update_seq=info.get("update_seq"), last_id=reader.last_id,
+        key=cp.key, database=cp.database, docs=upload.docs, lines=upload.lines, bytes=upload.bytes,
+        sha256=combined_sha256([p["sha256"] for p in upload.parts]),
+        parts=[{"size": p["size"], "sha256": p["sha256"]} for p in upload.parts],
+        started=cp.started, finished=format_time(datetime.now(UTC)), update_seq=cp.update_seq,
+        seq=reader.final_seq if cp.kind == "incremental" else cp.seq,
+        last_id=upload.mark if cp.kind == "full" else None, kind=cp.kind, base=cp.base, since=cp.since,
+        invocations=cp.invocations + 1,
     )
     try:
-        cos.put_json(s3, bucket, manifest_key(key), manifest.to_json())
+        cos.put_json(s3, bucket, manifest_key(cp.key), manifest.to_json())
     except BackupError as exc:
         # Without its manifest the object cannot be verified: remove it rather than leave a doubtful backup.
         try:
-            cos.delete(s3, bucket, key)
+            cos.delete(s3, bucket, cp.key)
         except BackupError as cleanup:
             raise CosError(f"{exc}; and deleting the unverifiable object failed too: {cleanup}") from None
         raise
+    if cp.invocations:
+        store.delete()
     seconds = round(time.monotonic() - started_at, 3)
-    result = {
-        "ok": True, "operation": "backup", "database": db, "bucket": bucket, "key": key, "docs": reader.docs,
-        "bytes": upload.bytes, "parts": len(upload.parts), "seconds": seconds,
-        "docs_per_second": round(reader.docs / seconds, 1) if seconds else None, "sha256": manifest.sha256,
+    result: dict[str, Any] = {
+        "ok": True, "complete": True, "operation": "backup", "database": cp.database, "bucket": bucket,
+        "key": cp.key, "kind": cp.kind, "docs": manifest.docs, "bytes": manifest.bytes, "parts": len(upload.parts),
+        "invocations": manifest.invocations, "seconds": seconds, "sha256": manifest.sha256,
     }
+    if cp.base:
+        result["base"] = cp.base
+    if manifest.invocations == 1:
+        result["docs_per_second"] = round(manifest.docs / seconds, 1) if seconds else None
+    deleted = apply_retention(config, s3, log)
+    if deleted is not None:
+        result["deleted_old_backups"] = deleted
     log.info("backup_finished", **result)
     return result

@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = Log(stream=sys.stderr, quiet=ns.quiet)
     try:
         result = run(build_args(ns, dict(os.environ)), log)
-        code = 0
+        code = 1 if "error" in result else 0  # e.g. some databases of a fan-out failed
     except BackupError as exc:
         result, code = {"error": redact(str(exc)), "kind": exc.kind}, exc.exit_code
         log.error("failed", kind=exc.kind, error=result["error"])

@@ -101,14 +101,16 @@ def database_info(client: CloudantV1, db: str) -> dict[str, Any]:
     return call(f"reading database '{db}'", where, lambda: client.get_database_information(db=db).get_result())
 
 
-def iter_pages(client: CloudantV1, db: str, page_size: Callable[[], int]) -> Iterator[list[dict[str, Any]]]:
+def iter_pages(client: CloudantV1, db: str, page_size: Callable[[], int],
+               after: str | None = None) -> Iterator[list[dict[str, Any]]]:
     """Every live document (winning revision, design docs included) in id order, one page at a time.
 
     Paging uses start_key = last id seen (fetching one extra row and dropping it), which never skips
     an id, unlike `last id + "\\u0000"`. Each page is one request: the scarce "global query" class.
-    `page_size()` is asked before each request, so the caller can size pages by bytes.
+    `page_size()` is asked before each request, so the caller can size pages by bytes. With `after`,
+    reading resumes after that id (a checkpointed backup continuing).
     """
-    last_id: str | None = None
+    last_id: str | None = after
     where = f"{client.service_url}/{db}"
     while True:
         kwargs: dict[str, Any] = {"db": db, "include_docs": True, "end_key": END_KEY}
@@ -130,3 +132,49 @@ def iter_pages(client: CloudantV1, db: str, page_size: Callable[[], int]) -> Ite
         last_id = rows[-1]["id"]
         if fetched < kwargs["limit"]:
             return
+
+
+def iter_changes(client: CloudantV1, db: str, since: Any, limit: int) -> Iterator[tuple[list[dict[str, Any]], Any, Any]]:
+    """The changes feed from `since`, one page at a time: (results, since of the page, last_seq).
+
+    Sequences are opaque (CouchDB 3 / Cloudant strings like "29-g1AAAA..."): passed back as received,
+    never compared or parsed. The feed is at-least-once: callers must be idempotent.
+    """
+    where = f"{client.service_url}/{db}/_changes"
+    while True:
+        page_since = since
+        kwargs: dict[str, Any] = {"db": db, "limit": limit}
+        if since is not None:
+            kwargs["since"] = str(since) if not isinstance(since, str) else since
+        result = call(f"reading changes of '{db}'", where, lambda kwargs=kwargs: client.post_changes(**kwargs).get_result())
+        results = result.get("results", [])
+        since = result.get("last_seq", since)
+        yield results, page_since, since
+        if len(results) < limit or result.get("pending") == 0:
+            return
+
+
+def bulk_get(client: CloudantV1, db: str, items: list[dict[str, str]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Fetch exact revisions with their `_revisions` history (deleted ones as tombstones).
+
+    Returns (docs, errors); each error names the id, rev and reason, never swallowed by the caller.
+    """
+    if not items:  # an empty _bulk_get hangs some servers
+        return [], []
+    where = f"{client.service_url}/{db}/_bulk_get"
+    result = call(f"reading changed documents of '{db}'", where,
+                  lambda: client.post_bulk_get(db=db, docs=items, revs=True).get_result())
+    docs, errors = [], []
+    for entry in result.get("results", []):
+        for answer in entry.get("docs", []):
+            if "ok" in answer:
+                docs.append(answer["ok"])
+            else:
+                error = answer.get("error", {})
+                errors.append({"id": entry.get("id"), "rev": error.get("rev"), "error": error.get("error"),
+                               "reason": error.get("reason")})
+    return docs, errors
+
+
+def all_dbs(client: CloudantV1) -> list[str]:
+    return call("listing databases", f"{client.service_url}/_all_dbs", lambda: client.get_all_dbs().get_result())

@@ -43,6 +43,21 @@ TUNABLES = (
     Tunable("MAX_RETRIES", 5, 0, 20, "retries of one request on 429/5xx/connection errors (honours Retry-After)"),
     Tunable("RESTORE_BATCH_SIZE", 500, 1, 10_000, "documents per `_bulk_docs` request when restoring"),
     Tunable("RESTORE_PARALLELISM", 5, 1, 64, "`_bulk_docs` requests in flight at once when restoring"),
+    Tunable("TIME_BUDGET", 0, 0, 86_400, "seconds this run may take (0: none; the action also obeys __OW_DEADLINE); "
+            "a backup reaching it stores a checkpoint and the next run continues"),
+    Tunable("SAFETY_MARGIN", 0, 0, 3600, "seconds before the deadline to stop and checkpoint (0: a quarter of the time, 1-30 s)"),
+    Tunable("CHECKPOINT_MAX_AGE_HOURS", 48, 1, 24 * 365,
+            "a checkpoint older than this is abandoned (upload aborted) and a fresh backup starts"),
+    Tunable("MAX_HOPS", 50, 0, 10_000, "CONTINUE_ASYNC: at most this many self re-invocations for one backup"),
+    Tunable("KEEP_LAST", 0, 0, 100_000, "after a backup, keep only the newest N backups of the database (0: keep all)"),
+    Tunable("KEEP_DAYS", 0, 0, 100_000, "after a backup, delete backups older than N days (0: keep all)"),
+)
+BACKUP_MODES = ("full", "incremental")
+# Parameters that carry no secret: the only ones passed on when the action invokes itself (continuing a
+# backup, fanning out databases). Credentials come from the action's bound parameters on the platform.
+PUBLIC_PARAMS = (
+    "OPERATION", "BACKUP_MODE", "COS_PREFIX", "COS_BUCKET", "COS_ENDPOINT", "IAM_TOKEN_URL", "CONTINUE_ASYNC",
+    "INCLUDE_SYSTEM_DBS", "DISABLE_TLS_VERIFY", *(t.name for t in TUNABLES),
 )
 
 
@@ -82,6 +97,13 @@ class Config:
     source_db: str | None = None  # SOURCE_DB: whose latest backup to restore
     create_target: bool = False
     allow_non_empty: bool = False
+    mode: str = "full"  # BACKUP_MODE
+    dbs: tuple[str, ...] | None = None  # CLOUDANT_DB="*" (None: every database) or "a,b": several databases
+    many: bool = False  # True when CLOUDANT_DB named several databases (or "*")
+    include_system_dbs: bool = False
+    continue_async: bool = False
+    hop: int = 0  # CONTINUE_HOP: how many times this backup already re-invoked itself
+    public_params: dict[str, Any] = field(default_factory=dict)  # PUBLIC_PARAMS as given
 
     def tune(self, name: str) -> int:
         return self.tuning[name]
@@ -301,10 +323,17 @@ def load_config(args: Mapping[str, Any]) -> Config:
     verify_tls = not p.flag("DISABLE_TLS_VERIFY")
     needs_db = operation in ("backup", "restore")
     db = p.text("CLOUDANT_DB", required=needs_db)
-    if db is not None:
-        problem = check_db_name(db, "CLOUDANT_DB")
-        if problem:
-            p.add(problem)
+    dbs: tuple[str, ...] | None = None
+    many = False
+    if db is not None and operation == "backup" and (db == "*" or "," in db):
+        many = True
+        if db != "*":
+            dbs = tuple(name.strip() for name in db.split(",") if name.strip())
+            for name in dbs:
+                if problem := check_db_name(name, "CLOUDANT_DB"):
+                    p.add(problem)
+    elif db is not None and (problem := check_db_name(db, "CLOUDANT_DB")):
+        p.add(problem)
     source_db = p.text("SOURCE_DB")
     if source_db is not None and (problem := check_db_name(source_db, "SOURCE_DB")):
         p.add(problem)
@@ -316,6 +345,12 @@ def load_config(args: Mapping[str, Any]) -> Config:
     cloudant = _cloudant(p, verify_tls, token_url) if needs_db else None
     cos = _cos(p, verify_tls, token_url)
     tuning = {t.name: p.integer(t) for t in TUNABLES}
+    mode = (p.text("BACKUP_MODE") or "full").lower()
+    if mode not in BACKUP_MODES:
+        p.add(f"BACKUP_MODE must be full or incremental, got {args.get('BACKUP_MODE')!r}")
+    hop = p.integer(Tunable("CONTINUE_HOP", 0, 0, 1_000_000, ""))
+    include_system_dbs = p.flag("INCLUDE_SYSTEM_DBS")
+    continue_async = p.flag("CONTINUE_ASYNC")
     create_target = p.flag("CREATE_TARGET")
     allow_non_empty = p.flag("ALLOW_NON_EMPTY_TARGET")
     if p.items:
@@ -323,5 +358,7 @@ def load_config(args: Mapping[str, Any]) -> Config:
     assert cos is not None and (cloudant is not None or not needs_db)
     return Config(
         operation=operation, db=db, cloudant=cloudant, cos=cos, tuning=tuning, key=key, source_db=source_db,
-        create_target=create_target, allow_non_empty=allow_non_empty,
+        create_target=create_target, allow_non_empty=allow_non_empty, mode=mode, dbs=dbs, many=many,
+        include_system_dbs=include_system_dbs, continue_async=continue_async, hop=hop,
+        public_params={name: args[name] for name in PUBLIC_PARAMS if args.get(name) is not None},
     )

@@ -6,6 +6,7 @@ Every SDK exception is turned here, once, into a `CosError` naming the bucket an
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -92,43 +93,56 @@ def check_bucket(s3: Any, bucket: str) -> None:
 
 
 class MultipartUpload:
-    """A multipart upload that either completes or is aborted: never left half-done.
+    """A multipart upload that either completes or is aborted: never left half-done by a failure.
 
     `write()` takes whole lines; a part is cut when the buffer reaches the planned part size, so every
-    part ends on a line boundary (what a checkpoint needs) and memory holds at most about one part.
-    Use as a context manager: leaving it with an exception aborts the upload.
+    part ends on a line boundary and memory holds at most about one part. Each part remembers its size,
+    sha256, and the `mark` (resume point), docs and lines totals of its last line: what a checkpoint needs.
+    Use as a context manager: leaving it with an exception aborts the upload. Leaving it normally without
+    `complete()` keeps it open on purpose (a checkpointed backup continues it later).
     """
 
     def __init__(self, s3: Any, bucket: str, key: str, base_part_size: int, log: Log,
-                 metadata: dict[str, str] | None = None) -> None:
+                 metadata: dict[str, str] | None = None, upload_id: str | None = None,
+                 parts: list[dict[str, Any]] | None = None) -> None:
         self.s3, self.bucket, self.key = s3, bucket, key
         self.base = base_part_size
         self.log = log
         self.metadata = metadata or {}
-        self.upload_id: str | None = None
-        self.parts: list[dict[str, Any]] = []
-        self.bytes = 0
+        self.upload_id = upload_id  # given: continue an upload a checkpoint recorded
+        self.parts: list[dict[str, Any]] = [dict(p) for p in parts or []]
+        last = self.parts[-1] if self.parts else {}
+        self.docs, self.lines, self.mark = last.get("docs", 0), last.get("lines", 0), last.get("mark")
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._completed = False
 
+    @property
+    def bytes(self) -> int:
+        """Bytes in uploaded parts."""
+        return sum(p["size"] for p in self.parts)
+
     def __enter__(self) -> MultipartUpload:
-        response = call(
-            f"starting upload of {where(self.bucket, self.key)}",
-            lambda: self.s3.create_multipart_upload(
-                Bucket=self.bucket, Key=self.key, ContentType="text/plain; charset=utf-8", Metadata=self.metadata
-            ),
-        )
-        self.upload_id = response["UploadId"]
+        if self.upload_id is None:
+            response = call(
+                f"starting upload of {where(self.bucket, self.key)}",
+                lambda: self.s3.create_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, ContentType="text/plain; charset=utf-8", Metadata=self.metadata
+                ),
+            )
+            self.upload_id = response["UploadId"]
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None and not self._completed:
             self.abort()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, mark: Any = None, docs: int = 0, lines: int = 1) -> None:
         self._buffer.append(data)
         self._buffered += len(data)
+        self.docs += docs
+        self.lines += lines
+        self.mark = mark
         if self._buffered >= part_size(len(self.parts) + 1, self.base):
             self._flush()
 
@@ -144,17 +158,26 @@ class MultipartUpload:
                 Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
             ),
         )
-        self.parts.append({"PartNumber": number, "ETag": response["ETag"]})
-        self.bytes += len(body)
+        self.parts.append({
+            "PartNumber": number, "ETag": response["ETag"], "size": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(), "mark": self.mark, "docs": self.docs, "lines": self.lines,
+        })
         self.log.info("part_uploaded", key=self.key, part=number, bytes=len(body), total_bytes=self.bytes)
+
+    def take_buffer(self) -> bytes:
+        """The lines written but not yet in a part (fewer bytes than a part); the upload forgets them."""
+        body = b"".join(self._buffer)
+        self._buffer, self._buffered = [], 0
+        return body
 
     def complete(self) -> None:
         if self._buffered or not self.parts:
             self._flush()
+        etags = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in self.parts]
         call(
             f"completing upload of {where(self.bucket, self.key)}",
             lambda: self.s3.complete_multipart_upload(
-                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": etags}
             ),
         )
         self._completed = True
@@ -164,15 +187,34 @@ class MultipartUpload:
         if self.upload_id is None:
             return
         self._buffer, self._buffered = [], 0
-        try:
-            self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
-            self.log.info("upload_aborted", bucket=self.bucket, key=self.key)
-        except Exception as exc:  # noqa: BLE001 - the original failure is what the caller reports
-            self.log.error(
-                "abort_failed", bucket=self.bucket, key=self.key, upload_id=self.upload_id,
-                error=str(describe(exc, "aborting the upload")),
-                hint="an AbortIncompleteMultipartUpload lifecycle rule on the bucket removes leftovers",
-            )
+        abort_upload(self.s3, self.bucket, self.key, self.upload_id, self.log)
+
+
+def abort_upload(s3: Any, bucket: str, key: str, upload_id: str, log: Log) -> bool:
+    """Abort one multipart upload; log (never raise) when that fails. True when it is gone."""
+    try:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        log.info("upload_aborted", bucket=bucket, key=key)
+        return True
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+            return True
+        failure: Exception = exc
+    except Exception as exc:  # noqa: BLE001 - the original failure is what the caller reports
+        failure = exc
+    log.error(
+        "abort_failed", bucket=bucket, key=key, upload_id=upload_id, error=str(describe(failure, "aborting the upload")),
+        hint="an AbortIncompleteMultipartUpload lifecycle rule on the bucket removes leftovers",
+    )
+    return False
+
+
+def put_bytes(s3: Any, bucket: str, key: str, body: bytes) -> None:
+    call(f"writing {where(bucket, key)}", lambda: s3.put_object(Bucket=bucket, Key=key, Body=body))
+
+
+def get_bytes(s3: Any, bucket: str, key: str) -> bytes:
+    return call(f"reading {where(bucket, key)}", lambda: s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 def put_json(s3: Any, bucket: str, key: str, value: Any) -> None:

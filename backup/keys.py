@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 SUFFIX = "_backup.txt"
 MANIFEST_SUFFIX = ".manifest.json"
+CHECKPOINT_SUFFIX = ".checkpoint.json"
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _KEY = re.compile(r"^(?P<db>[a-z][a-z0-9_$()+/-]*)_(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z)_backup\.txt$")
 
@@ -34,6 +35,15 @@ def backup_key(prefix: str, db: str, when: datetime) -> str:
 
 def manifest_key(key: str) -> str:
     return key + MANIFEST_SUFFIX
+
+
+def checkpoint_key(prefix: str, db: str) -> str:
+    """Where an unfinished (checkpointed) backup of db keeps its state; never parses as a backup key."""
+    return f"{prefix}{db}{CHECKPOINT_SUFFIX}"
+
+
+def tail_key(prefix: str, db: str) -> str:
+    return f"{prefix}{db}{CHECKPOINT_SUFFIX}.tail"
 
 
 def parse_backup_key(key: str, prefix: str = "") -> BackupKey | None:

@@ -15,10 +15,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from backup import cloudant, cos
-from backup.catalog import latest_key
+from backup.catalog import find_backups, latest_key
+from backup.chain import restore_chain
 from backup.config import Config
-from backup.errors import BackupError, CloudantError, DatabaseNotEmptyError, FormatError
+from backup.errors import BackupError, CloudantError, CosError, DatabaseNotEmptyError, FormatError
 from backup.format import LineDecoder, split_lines
+from backup.keys import parse_backup_key
 from backup.log import Log
 
 
@@ -58,10 +60,63 @@ def _write_batch(client: Any, db: str, docs: list[dict[str, Any]], number: int, 
     return len(docs)
 
 
+def _chain_for(s3: Any, bucket: str, prefix: str, key: str) -> list[str]:
+    """The keys to apply in order: the chain of an incremental, or just the key (a full or foreign file)."""
+    name = parse_backup_key(key, prefix)
+    if name is None:
+        return [key]
+    entries = find_backups(s3, bucket, prefix, name.db)
+    if not any(e.name.key == key and e.manifest is not None for e in entries):
+        return [key]  # e.g. a file made by couchbackup: no manifest, no chain
+    return [e.name.key for e in restore_chain(entries, key)]
+
+
+def _apply(client: Any, s3: Any, bucket: str, key: str, db: str, batch_size: int, pool: ThreadPoolExecutor,
+           parallelism: int, totals: dict[str, Any]) -> None:
+    """Stream one object into the database: lines -> batches -> `_bulk_docs` (parallelism in flight)."""
+    decoder = LineDecoder()
+    in_flight: deque[Future[int]] = deque()
+    batch: list[dict[str, Any]] = []
+    first_line = 0
+
+    def drain(limit: int) -> None:
+        while len(in_flight) > limit:
+            totals["docs"] += in_flight.popleft().result()
+
+    def submit() -> None:
+        nonlocal batch
+        totals["batches"] += 1
+        where = (first_line, decoder.number)
+        in_flight.append(pool.submit(_write_batch, client, db, batch, totals["batches"], where))
+        batch = []
+        drain(parallelism)
+
+    try:
+        for raw, _ in split_lines(cos.iter_chunks(s3, bucket, key)):
+            line = decoder.decode(raw)
+            if line is None or not line.docs:
+                continue
+            for doc in line.docs:
+                if not batch:
+                    first_line = line.number
+                batch.append(doc)
+                if len(batch) >= batch_size:
+                    submit()
+        if decoder.number == 0:
+            raise FormatError(f"restoring {cos.where(bucket, key)}: the object is empty")
+        if batch:
+            submit()
+        drain(0)
+    finally:
+        for future in in_flight:
+            future.cancel()
+    totals["skipped_lines"] += decoder.skipped
+
+
 def run_restore(config: Config, log: Log) -> dict[str, Any]:
     assert config.cloudant is not None and config.db is not None and config.key is not None
     started = time.monotonic()
-    db, bucket = config.db, config.cos.bucket
+    db, bucket, prefix = config.db, config.cos.bucket, config.cos.prefix
     timeout, retries = config.tune("REQUEST_TIMEOUT"), config.tune("MAX_RETRIES")
     batch_size, parallelism = config.tune("RESTORE_BATCH_SIZE"), config.tune("RESTORE_PARALLELISM")
     client = cloudant.make_client(config.cloudant, timeout, retries)
@@ -69,62 +124,32 @@ def run_restore(config: Config, log: Log) -> dict[str, Any]:
     key = config.key
     if key == "latest":
         assert config.source_db is not None
-        key = latest_key(s3, bucket, config.cos.prefix, config.source_db)
+        key = latest_key(s3, bucket, prefix, config.source_db)
     if not cos.exists(s3, bucket, key):
-        raise BackupError(f"restoring {cos.where(bucket, key)}: no such object; see `python -m backup list`")
+        raise CosError(f"restoring {cos.where(bucket, key)}: no such object; see `python -m backup list`")
+    chain = _chain_for(s3, bucket, prefix, key)
     _prepare_target(client, db, config.create_target, config.allow_non_empty, log)
-    log.info("restore_started", database=db, bucket=bucket, key=key)
+    log.info("restore_started", database=db, bucket=bucket, key=key, chain=chain)
 
-    decoder = LineDecoder()
-    in_flight: deque[Future[int]] = deque()
-    docs_written = batches = 0
-    batch: list[dict[str, Any]] = []
-    first_line = 0
-
-    def drain(limit: int) -> None:
-        nonlocal docs_written
-        while len(in_flight) > limit:
-            docs_written += in_flight.popleft().result()
-
+    totals: dict[str, Any] = {"docs": 0, "batches": 0, "skipped_lines": []}
     with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="restore") as pool:
-        try:
-            def submit() -> None:
-                nonlocal batch, batches
-                batches += 1
-                in_flight.append(pool.submit(_write_batch, client, db, batch, batches, (first_line, decoder.number)))
-                batch = []
-                drain(parallelism)
-
-            for raw, _ in split_lines(cos.iter_chunks(s3, bucket, key)):
-                line = decoder.decode(raw)
-                if line is None or not line.docs:
-                    continue
-                for doc in line.docs:
-                    if not batch:
-                        first_line = line.number
-                    batch.append(doc)
-                    if len(batch) >= batch_size:
-                        submit()
-            if decoder.number == 0:
-                raise FormatError(f"restoring {cos.where(bucket, key)}: the object is empty")
-            if batch:
-                submit()
-            drain(0)
-        except BaseException as exc:
-            for future in in_flight:
-                future.cancel()
-            if isinstance(exc, BackupError):
-                raise type(exc)(
-                    f"{exc} -- the restore stopped; '{db}' may now hold a partial restore: delete it before retrying"
-                ) from None
-            raise
+        for applied, object_key in enumerate(chain):
+            try:
+                _apply(client, s3, bucket, object_key, db, batch_size, pool, parallelism, totals)
+            except BackupError as exc:
+                state = ("may now hold a partial restore: delete it before retrying" if totals["batches"] or applied
+                         else "was not written to")
+                raise type(exc)(f"{exc} -- the restore stopped; '{db}' {state}") from None
+            log.info("restore_applied", database=db, key=object_key, docs=totals["docs"])
     seconds = round(time.monotonic() - started, 3)
-    result = {
-        "ok": True, "operation": "restore", "database": db, "bucket": bucket, "key": key, "docs": docs_written,
-        "batches": batches, "seconds": seconds,
-        "docs_per_second": round(docs_written / seconds, 1) if seconds else None,
+    result: dict[str, Any] = {
+        "ok": True, "operation": "restore", "database": db, "bucket": bucket, "key": key, "docs": totals["docs"],
+        "batches": totals["batches"], "seconds": seconds,
+        "docs_per_second": round(totals["docs"] / seconds, 1) if seconds else None,
     }
-    if decoder.skipped:
-        result["skipped_lines"] = decoder.skipped[:100]
+    if len(chain) > 1:
+        result["chain"] = chain
+    if totals["skipped_lines"]:
+        result["skipped_lines"] = totals["skipped_lines"][:100]
     log.info("restore_finished", **result)
     return result

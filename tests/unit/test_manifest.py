@@ -16,9 +16,11 @@ MANIFEST = Manifest(
     lines=26,
     bytes=9_876_543,
     sha256="ab" * 32,
+    parts=[{"size": 5 * 1024 * 1024, "sha256": "cd" * 32}, {"size": 4_633_663, "sha256": "ef" * 32}],
     started="2024-02-29T23:59:58.123456Z",
     finished="2024-03-01T00:10:00.000000Z",
     update_seq="12345-g1AAAAB\u00e9",
+    seq="12345-g1AAAAB\u00e9",
     last_id="zz\u2028last",
 )
 
@@ -31,13 +33,13 @@ def test_round_trip_through_json_text() -> None:
 def test_to_json_carries_the_format_marker_and_every_field() -> None:
     value = MANIFEST.to_json()
     assert value["format"] == FORMAT
-    assert value["mode"] == "shallow"
+    assert value["kind"] == "full" and value["base"] is None
     assert value["docs"] == 12345 and value["last_id"] == "zz\u2028last"
 
 
 def test_round_trip_with_empty_database() -> None:
-    empty = Manifest(key="k", database="d", docs=0, lines=1, bytes=80, sha256="00" * 32, started="s",
-                     finished="f", update_seq=0, last_id=None)
+    empty = Manifest(key="k", database="d", docs=0, lines=1, bytes=80, sha256="00" * 32, parts=[{"size": 80, "sha256": "11" * 32}],
+                     started="s", finished="f", update_seq=0, seq=0, last_id=None)
     assert Manifest.from_json(json.loads(json.dumps(empty.to_json()))) == empty
 
 
@@ -57,3 +59,11 @@ def test_unknown_fields_are_ignored() -> None:
 def test_anything_without_the_format_marker_is_refused(value: Any) -> None:
     with pytest.raises(ValueError, match="not a cloudant-cos-backup manifest"):
         Manifest.from_json(value)
+
+
+def test_combined_sha256_depends_on_every_part_and_their_order() -> None:
+    from backup.manifest import combined_sha256
+
+    a, b = "aa" * 32, "bb" * 32
+    assert combined_sha256([a, b]) != combined_sha256([b, a]) != combined_sha256([a])
+    assert combined_sha256([a, b]) == combined_sha256([a, b])

@@ -1,0 +1,36 @@
+"""Retention: after a successful backup, delete older backups of that database (KEEP_LAST / KEEP_DAYS),
+never one that the newest complete chain needs. The plan is pure (chain.retention_plan); this is the I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from backup import cos
+from backup.catalog import find_backups
+from backup.chain import retention_plan
+from backup.config import Config
+from backup.errors import CosError
+from backup.keys import manifest_key
+from backup.log import Log
+
+
+def apply_retention(config: Config, s3: Any, log: Log) -> list[str] | None:
+    """Delete what the plan allows; returns the deleted keys (None when retention is off)."""
+    keep_last, keep_days = config.tune("KEEP_LAST"), config.tune("KEEP_DAYS")
+    if not (keep_last or keep_days) or config.db is None:
+        return None
+    entries = find_backups(s3, config.cos.bucket, config.cos.prefix, config.db)
+    deleted = []
+    for entry in retention_plan(entries, keep_last, keep_days, datetime.now(UTC)):
+        try:
+            # The manifest goes last: a half-deleted backup still shows as incomplete, never as complete.
+            cos.delete(s3, config.cos.bucket, entry.name.key)
+            cos.delete(s3, config.cos.bucket, manifest_key(entry.name.key))
+            deleted.append(entry.name.key)
+        except CosError as exc:
+            log.warning("retention_delete_failed", key=entry.name.key, error=str(exc))
+    if deleted:
+        log.info("retention", database=config.db, deleted=deleted)
+    return deleted
