@@ -199,9 +199,10 @@ openwhisk_deploy() {
   zip=${action_zip:-dist/action.zip}
   if [[ -z $action_zip ]]; then change scripts/build-action.sh "$zip"; fi
   change "${cli[@]}" package update "$package"
-  # --param-file replaces every bound parameter: always the whole file.
+  # --param-file replaces every bound parameter: always the whole file. provide-api-key lets the action
+  # invoke itself (CONTINUE_ASYNC: finish a big backup over several activations; CLOUDANT_DB="*": fan out).
   change "${cli[@]}" action update "$action" "$zip" "${runtime[@]}" --timeout "$timeout_ms" --memory "$memory_mb" \
-    --param-file "$opts_file"
+    --param-file "$opts_file" --annotation provide-api-key true
 
   for row in "${rows[@]}"; do
     IFS=$'\t' read -r trigger rule cron payload <<<"$row"

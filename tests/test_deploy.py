@@ -136,7 +136,7 @@ def first_deploy_commands(cli: list[str], d: Deployer) -> list[list[str]]:
     return [
         [*cli, "package", "update", "cron"],
         [*cli, "action", "update", "cron/backup", str(d.zip), "--kind", "python:3.11", "--timeout", "300000",
-         "--memory", "512", "--param-file", str(d.tmp / "opts.json")],
+         "--memory", "512", "--param-file", str(d.tmp / "opts.json"), "--annotation", "provide-api-key", "true"],
         [*cli, "trigger", "create", trigger("mydb1"), "--feed", FEED, "--param", "cron", "30 1 * * *",
          "--param", "trigger_payload", '{"CLOUDANT_DB":"mydb1"}'],
         [*cli, "rule", "update", rule("mydb1"), trigger("mydb1"), "cron/backup"],
@@ -280,7 +280,8 @@ def test_settings_come_from_the_environment(deploy: Deployer) -> None:
     assert run.changes[:2] == [
         ["wsk", "package", "update", "nightly"],
         ["wsk", "action", "update", "nightly/cloudant", str(deploy.zip), "--docker", "registry.example/backup:1.2.0",
-         "--timeout", "120000", "--memory", "256", "--param-file", str(deploy.tmp / "opts.json")],
+         "--timeout", "120000", "--memory", "256", "--param-file", str(deploy.tmp / "opts.json"),
+         "--annotation", "provide-api-key", "true"],
     ]
     assert ["wsk", "rule", "update", "nightly-cloudant-rule--mydb1", "nightly-cloudant-trigger--mydb1", "nightly/cloudant"] in run.changes
 

@@ -166,7 +166,7 @@ def wsk_action(state: dict[str, Any], verb: str, args: list[str]) -> None:
     actions = state["actions"]
     if verb == "update":
         positional, options = parse(args, values={"--kind", "--docker", "--timeout", "-t", "--memory", "-m",
-                                                  "--param-file", "-P", "--main"}, pairs={"--param", "-p"})
+                                                  "--param-file", "-P", "--main"}, pairs={"--param", "-p", "--annotation", "-a"})
         if len(positional) not in (1, 2):
             raise Failure("action update needs NAME [FILE]", 2)
         name = wsk_name(positional[0])
