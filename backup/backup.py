@@ -34,8 +34,9 @@ from backup.manifest import Manifest, combined_sha256
 from backup.pipe import Pipe, PipeCancelled
 from backup.retention import apply_retention
 
-# Bytes the reader may run ahead of the uploader: enough to keep both busy, small enough to stay flat.
-PIPE_BYTES = 16 * MIB
+# Bytes the reader may run ahead of the uploader. Parts upload in the background while the next fills,
+# so a small pipe keeps both busy; memory is about pipe + 2 parts + one page.
+PIPE_BYTES = 4 * MIB
 # Target size of one `_all_docs` page: PAGE_SIZE rows of tiny docs is cheap, of 1 MB docs it is not,
 # so the row limit shrinks as the average document grows (memory stays flat, requests stay few).
 PAGE_BYTES = 8 * MIB

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import ibm_boto3
@@ -113,8 +114,11 @@ class MultipartUpload:
         self.parts: list[dict[str, Any]] = [dict(p) for p in parts or []]
         last = self.parts[-1] if self.parts else {}
         self.docs, self.lines, self.mark = last.get("docs", 0), last.get("lines", 0), last.get("mark")
-        self._buffer: list[bytes] = []
-        self._buffered = 0
+        self._buffer = bytearray()
+        # One part uploads in the background while the next one fills: memory is two parts at most.
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-upload")
+        self._in_flight: Future[dict[str, Any]] | None = None
+        self._next_number = len(self.parts) + 1
         self._completed = False
 
     @property
@@ -134,45 +138,60 @@ class MultipartUpload:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None and not self._completed:
-            self.abort()
+        try:
+            if exc_type is not None and not self._completed:
+                self.abort()
+        finally:
+            self._sender.shutdown(wait=True)
 
     def write(self, data: bytes, mark: Any = None, docs: int = 0, lines: int = 1) -> None:
-        self._buffer.append(data)
-        self._buffered += len(data)
+        self._buffer += data
         self.docs += docs
         self.lines += lines
         self.mark = mark
-        if self._buffered >= part_size(len(self.parts) + 1, self.base):
+        if len(self._buffer) >= part_size(self._next_number, self.base):
             self._flush()
 
     def _flush(self) -> None:
-        number = len(self.parts) + 1
+        number = self._next_number
         if number > MAX_PARTS:
             raise CosError(f"uploading {where(self.bucket, self.key)}: more than {MAX_PARTS} parts needed; raise PART_SIZE_MB")
-        body = b"".join(self._buffer)
-        self._buffer, self._buffered = [], 0
+        self._wait()  # at most one part in flight; a failure of the previous part surfaces here
+        body, self._buffer = self._buffer, bytearray()  # handed over whole: no copy of the part
+        record = {"PartNumber": number, "size": len(body), "mark": self.mark, "docs": self.docs, "lines": self.lines}
+        self._next_number += 1
+        self._in_flight = self._sender.submit(self._send, body, record)
+
+    def _send(self, body: bytearray, record: dict[str, Any]) -> dict[str, Any]:
+        number = record["PartNumber"]
+        digest = hashlib.sha256(body).hexdigest()
         response = call(
             f"uploading part {number} of {where(self.bucket, self.key)}",
             lambda: self.s3.upload_part(
                 Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
             ),
         )
-        self.parts.append({
-            "PartNumber": number, "ETag": response["ETag"], "size": len(body),
-            "sha256": hashlib.sha256(body).hexdigest(), "mark": self.mark, "docs": self.docs, "lines": self.lines,
-        })
-        self.log.info("part_uploaded", key=self.key, part=number, bytes=len(body), total_bytes=self.bytes)
+        return {**record, "ETag": response["ETag"], "sha256": digest}
+
+    def _wait(self) -> None:
+        """Let the part in flight finish and record it (raises its error)."""
+        if self._in_flight is not None:
+            future, self._in_flight = self._in_flight, None
+            part = future.result()
+            self.parts.append(part)
+            self.log.info("part_uploaded", key=self.key, part=part["PartNumber"], bytes=part["size"],
+                          total_bytes=self.bytes)
 
     def take_buffer(self) -> bytes:
         """The lines written but not yet in a part (fewer bytes than a part); the upload forgets them."""
-        body = b"".join(self._buffer)
-        self._buffer, self._buffered = [], 0
+        self._wait()
+        body, self._buffer = bytes(self._buffer), bytearray()
         return body
 
     def complete(self) -> None:
-        if self._buffered or not self.parts:
+        if self._buffer or self._next_number == 1:
             self._flush()
+        self._wait()
         etags = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in self.parts]
         call(
             f"completing upload of {where(self.bucket, self.key)}",
@@ -186,7 +205,13 @@ class MultipartUpload:
         """Abort, so no object appears and no billed incomplete upload remains. Never raises."""
         if self.upload_id is None:
             return
-        self._buffer, self._buffered = [], 0
+        self._buffer = bytearray()
+        if self._in_flight is not None:  # a part still being sent would re-create storage after the abort
+            try:
+                self._in_flight.result()
+            except Exception:  # noqa: BLE001 - its failure is (or is part of) what the caller reports
+                pass
+            self._in_flight = None
         abort_upload(self.s3, self.bucket, self.key, self.upload_id, self.log)
 
 
