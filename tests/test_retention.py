@@ -1,0 +1,146 @@
+"""Retention against real servers: KEEP_LAST / KEEP_DAYS delete older backups (object + manifest) of that
+database after a successful backup, never the newest complete chain, never another database's backups."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from backup.keys import backup_key, manifest_key
+from tests.helpers import cos_params, couch_params, keys_in, live_docs, load_docs, run_main, sample_docs
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def params(couch, seaweed, db_name, bucket):
+    load_docs(couch, db_name, sample_docs(filler=3, filler_bytes=20))
+    return {**couch_params(couch, db_name), **cos_params(seaweed, bucket)}
+
+
+def _backup(params: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    result, _ = run_main({**params, **extra})
+    assert result.get("ok") and result.get("complete"), result
+    return result
+
+
+def _with_manifests(*keys: str) -> list[str]:
+    return sorted([*keys, *(manifest_key(k) for k in keys)])
+
+
+def _of(s3: Any, bucket: str, db: str) -> list[str]:
+    """The objects of db's backups (with their manifests), not another database's that shares the prefix."""
+    return sorted(k for k in keys_in(s3, bucket) if k.startswith(f"{db}_2"))
+
+
+def _craft_old_copy(s3: Any, bucket: str, key: str, db: str, days_ago: float, base: str | None = None) -> str:
+    """A copy of a backup under a key whose time is `days_ago` days back (keys carry the time)."""
+    old = backup_key("", db, datetime.now(UTC) - timedelta(days=days_ago))
+    s3.put_object(Bucket=bucket, Key=old, Body=s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key(key))["Body"].read())
+    manifest["key"] = old
+    if base is not None:
+        manifest["base"] = base
+    s3.put_object(Bucket=bucket, Key=manifest_key(old), Body=json.dumps(manifest).encode())
+    return old
+
+
+def test_keep_last_leaves_the_newest_n_and_touches_no_other_database(couch, db_name, bucket, s3_client, params):
+    older = [_backup(params)["key"] for _ in range(4)]
+    others = {}
+    for other in (f"{db_name}-other", f"{db_name}_x"):  # "<db>_x" shares the listing prefix "<db>_"
+        load_docs(couch, other, [{"_id": "o"}])
+        others[other] = _backup({**params, "CLOUDANT_DB": other}, KEEP_LAST=1)["key"]
+    plain = _backup(params)
+    assert "deleted_old_backups" not in plain  # retention off by default
+    older.append(plain["key"])
+
+    # A checkpointed (unfinished) run deletes nothing: retention follows a successful backup only.
+    stopped, _ = run_main({**params, "TIME_BUDGET": 1, "SAFETY_MARGIN": 1, "KEEP_LAST": 1})
+    assert stopped["complete"] is False and "deleted_old_backups" not in stopped
+    assert _of(s3_client, bucket, db_name) == _with_manifests(*older)
+
+    newest = _backup(params, KEEP_LAST=2)  # continues the checkpointed backup, then prunes
+    assert newest["key"] == stopped["key"]
+    assert newest["deleted_old_backups"] == list(reversed(older[:-1]))  # newest first
+    assert _of(s3_client, bucket, db_name) == _with_manifests(older[-1], newest["key"])
+    for other, key in others.items():
+        assert _of(s3_client, bucket, other) == _with_manifests(key)
+    listed, _ = run_main({**params, "OPERATION": "list"})
+    assert [b["key"] for b in listed["backups"]] == [newest["key"], older[-1]]
+
+    again = _backup(params, KEEP_LAST=2)
+    assert again["deleted_old_backups"] == [older[-1]]
+    nothing = _backup(params, KEEP_LAST=5)
+    assert nothing["deleted_old_backups"] == []
+
+
+def test_keep_last_one_keeps_the_whole_newest_chain(couch, db_name, bucket, s3_client, params):
+    full = _backup(params, KEEP_LAST=1)
+    load_docs(couch, db_name, [{"_id": "monday"}])
+    first = _backup(params, BACKUP_MODE="incremental", KEEP_LAST=1)
+    load_docs(couch, db_name, [{"_id": "tuesday"}])
+    second = _backup(params, BACKUP_MODE="incremental", KEEP_LAST=1)
+    assert (first["base"], second["base"]) == (full["key"], first["key"])
+    assert first["deleted_old_backups"] == second["deleted_old_backups"] == []
+    chain = [full["key"], first["key"], second["key"]]
+    assert _of(s3_client, bucket, db_name) == _with_manifests(*chain)
+
+    restored, _ = run_main({**params, "OPERATION": "restore", "COS_KEY": "latest", "SOURCE_DB": db_name,
+                            "CLOUDANT_DB": f"{db_name}-r", "CREATE_TARGET": True})
+    assert restored["chain"] == chain and live_docs(couch, f"{db_name}-r") == live_docs(couch, db_name)
+
+    # A new full backup starts a new chain: the old one may go now.
+    new_full = _backup(params, KEEP_LAST=1)
+    assert new_full["deleted_old_backups"] == list(reversed(chain))
+    assert _of(s3_client, bucket, db_name) == _with_manifests(new_full["key"])
+
+
+def test_backups_without_a_manifest_are_never_deleted(db_name, bucket, s3_client, params):
+    first = _backup(params)
+    unfinished_old = backup_key("", db_name, datetime.now(UTC) - timedelta(days=400))
+    s3_client.put_object(Bucket=bucket, Key=unfinished_old, Body=b"not ours, or half-written\n")
+    couchbackup_file = backup_key("", db_name, datetime.now(UTC) - timedelta(days=30))
+    s3_client.put_object(Bucket=bucket, Key=couchbackup_file, Body=b'{"name":"couchbackup"}\n[]\n')
+    newest = _backup(params, KEEP_LAST=1)
+    assert newest["deleted_old_backups"] == [first["key"]]
+    assert _of(s3_client, bucket, db_name) == sorted([unfinished_old, couchbackup_file, *_with_manifests(newest["key"])])
+
+
+def test_keep_days_deletes_what_is_older_than_the_days(db_name, bucket, s3_client, params):
+    made = _backup(params)
+    old_30 = _craft_old_copy(s3_client, bucket, made["key"], db_name, 30)
+    old_10 = _craft_old_copy(s3_client, bucket, made["key"], db_name, 10)
+    recent_3 = _craft_old_copy(s3_client, bucket, made["key"], db_name, 3)
+    verified, _ = run_main({**params, "OPERATION": "verify", "COS_KEY": old_10})
+    assert verified["ok"], verified  # the crafted copies are real, verifiable backups
+
+    newest = _backup(params, KEEP_DAYS=7)
+    assert newest["deleted_old_backups"] == [old_10, old_30]
+    assert _of(s3_client, bucket, db_name) == _with_manifests(recent_3, made["key"], newest["key"])
+
+    union = _backup(params, KEEP_DAYS=7, KEEP_LAST=1)  # younger than 7 days: kept whatever KEEP_LAST says
+    assert union["deleted_old_backups"] == []
+    both = _backup(params, KEEP_DAYS=1, KEEP_LAST=2)
+    assert both["deleted_old_backups"] == [recent_3]
+
+
+def test_keep_days_keeps_the_old_base_a_young_incremental_needs(couch, db_name, bucket, s3_client, params):
+    full = _backup(params)
+    load_docs(couch, db_name, [{"_id": "changed"}])
+    incremental = _backup(params, BACKUP_MODE="incremental")
+    oldest_full = _craft_old_copy(s3_client, bucket, full["key"], db_name, 60)
+    old_full = _craft_old_copy(s3_client, bucket, full["key"], db_name, 40)
+    young_incr = _craft_old_copy(s3_client, bucket, incremental["key"], db_name, 3, base=old_full)
+
+    newest = _backup(params, KEEP_DAYS=7)
+    assert newest["deleted_old_backups"] == [oldest_full]
+    assert old_full in _of(s3_client, bucket, db_name) and manifest_key(old_full) in _of(s3_client, bucket, db_name)
+
+    restored, _ = run_main({**params, "OPERATION": "restore", "COS_KEY": young_incr, "CLOUDANT_DB": f"{db_name}-r",
+                            "CREATE_TARGET": True})
+    assert restored["ok"] and restored["chain"] == [old_full, young_incr], restored
+    assert live_docs(couch, f"{db_name}-r") == live_docs(couch, db_name)
