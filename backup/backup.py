@@ -175,7 +175,11 @@ def _start_plan(config: Config, s3: Any, info: dict[str, Any], store: Checkpoint
     )
 
 
-def run_backup(config: Config, log: Log, now: datetime | None = None) -> dict[str, Any]:
+def deadline_for(config: Config) -> Deadline:
+    return Deadline.from_environment(os.environ, config.tune("TIME_BUDGET") or None, config.tune("SAFETY_MARGIN") or None)
+
+
+def run_backup(config: Config, log: Log, now: datetime | None = None, deadline: Deadline | None = None) -> dict[str, Any]:
     if config.many:
         from backup.fanout import run_many
 
@@ -183,8 +187,7 @@ def run_backup(config: Config, log: Log, now: datetime | None = None) -> dict[st
     assert config.cloudant is not None and config.db is not None
     started_at = time.monotonic()
     db, bucket = config.db, config.cos.bucket
-    deadline = Deadline.from_environment(os.environ, config.tune("TIME_BUDGET") or None,
-                                         config.tune("SAFETY_MARGIN") or None)
+    deadline = deadline or deadline_for(config)  # a fan-out passes one deadline for all its databases
     timeout, retries = config.tune("REQUEST_TIMEOUT"), config.tune("MAX_RETRIES")
     client = cloudant.make_client(config.cloudant, timeout, retries)
     s3 = cos.make_client(config.cos, timeout, retries)
@@ -194,21 +197,19 @@ def run_backup(config: Config, log: Log, now: datetime | None = None) -> dict[st
     store = CheckpointStore(s3, bucket, config.cos.prefix, db, log)
     cp = store.load()
     owner = _owner()
+    if cp is not None and cp.leased_by_other(owner, time.time()):
+        raise CosError(f"backing up '{db}': another invocation ({cp.lease_owner}) is writing this backup until "
+                       f"{format_time(datetime.fromtimestamp(cp.lease_until, UTC))}; not starting a second writer")
     if cp is not None and time.time() - cp.created > config.tune("CHECKPOINT_MAX_AGE_HOURS") * 3600:
         store.abandon(cp)
         cp = None
     resumed = cp is not None
     if cp is not None:
-        if cp.leased_by_other(owner, time.time()):
-            raise CosError(f"backing up '{db}': another invocation ({cp.lease_owner}) is writing this backup until "
-                           f"{format_time(datetime.fromtimestamp(cp.lease_until, UTC))}; not starting a second writer")
         store.acquire(cp, owner, deadline.at or time.time() + 3600)
-        tail = store.load_tail(cp)
         log.info("backup_resumed", database=db, key=cp.key, parts=len(cp.parts), invocation=cp.invocations + 1,
                  docs=cp.tail["docs"] if cp.tail else (cp.parts[-1]["docs"] if cp.parts else 0))
     else:
         cp = _start_plan(config, s3, info, store, log, now or datetime.now(UTC))
-        tail = b""
         log.info("backup_started", database=db, bucket=bucket, key=cp.key, kind=cp.kind, base=cp.base,
                  doc_count=cp.doc_count, update_seq=cp.update_seq)
     # The metadata line comes from the plan alone, so a continued backup writes the same bytes.
@@ -222,9 +223,17 @@ def run_backup(config: Config, log: Log, now: datetime | None = None) -> dict[st
                                  metadata={"database": db, "tool": "cloudant-cos-backup"},
                                  upload_id=cp.upload_id or None, parts=cp.parts)
     stopped = False
+    tracked = resumed  # a checkpoint in the bucket refers to this upload
     try:
         with upload:
             cp.upload_id = upload.upload_id or ""
+            if not resumed and deadline.at is not None:
+                # Recorded at once, leased until the deadline: a process killed before its first checkpoint
+                # leaves an upload that a later run continues (or abandons), never an untracked billed one.
+                cp.lease_owner, cp.lease_until = owner, deadline.at
+                store.save(cp)
+                tracked = True
+            tail = store.load_tail(cp) if resumed else b""
             if tail:
                 upload.write(tail, cp.tail["mark"], cp.tail["docs"] - upload.docs, cp.tail["lines"] - upload.lines)
             reader.thread.start()
@@ -246,14 +255,14 @@ def run_backup(config: Config, log: Log, now: datetime | None = None) -> dict[st
             upload.complete()
     except BaseException:
         pipe.cancel()
-        if resumed:
-            store.delete()  # its upload was aborted: the checkpoint points at nothing now
+        if tracked:
+            store.delete(cp)  # its upload was aborted: the checkpoint points at nothing now (if still ours)
         raise
     finally:
         if reader.thread.ident is not None:
             reader.thread.join(timeout=None if not stopped else 2.0)
 
-    return _finish(config, s3, store, cp, upload, reader, log, started_at)
+    return _finish(config, s3, store if tracked else None, cp, upload, reader, log, started_at)
 
 
 def _checkpoint(config: Config, store: CheckpointStore, cp: Checkpoint, upload: cos.MultipartUpload, log: Log,
@@ -264,12 +273,13 @@ def _checkpoint(config: Config, store: CheckpointStore, cp: Checkpoint, upload: 
         upload.abort()
         raise CosError(f"backing up '{cp.database}': another backup of it was checkpointed meanwhile "
                        f"({existing.key}); this one is dropped so the two never mix")
+    previous_tail = (cp.tail or {}).get("key")
     tail = upload.take_buffer()
     cp.parts = upload.parts
-    cp.tail = {"size": len(tail), "mark": upload.mark, "docs": upload.docs, "lines": upload.lines} if tail else None
+    cp.tail = {"mark": upload.mark, "docs": upload.docs, "lines": upload.lines} if tail else None
     cp.lease_owner, cp.lease_until = None, 0.0
     cp.invocations += 1
-    store.save(cp, tail)
+    store.save(cp, tail, previous_tail)
     result: dict[str, Any] = {
         "ok": True, "complete": False, "operation": "backup", "database": cp.database, "bucket": config.cos.bucket,
         "key": cp.key, "kind": cp.kind, "docs": upload.docs, "bytes": upload.bytes + len(tail), "parts": len(upload.parts),
@@ -282,7 +292,7 @@ def _checkpoint(config: Config, store: CheckpointStore, cp: Checkpoint, upload: 
     return result
 
 
-def _finish(config: Config, s3: Any, store: CheckpointStore, cp: Checkpoint, upload: cos.MultipartUpload,
+def _finish(config: Config, s3: Any, store: CheckpointStore | None, cp: Checkpoint, upload: cos.MultipartUpload,
             reader: _Reader, log: Log, started_at: float) -> dict[str, Any]:
     bucket = config.cos.bucket
     manifest = Manifest(
@@ -303,8 +313,8 @@ def _finish(config: Config, s3: Any, store: CheckpointStore, cp: Checkpoint, upl
         except BackupError as cleanup:
             raise CosError(f"{exc}; and deleting the unverifiable object failed too: {cleanup}") from None
         raise
-    if cp.invocations:
-        store.delete()
+    if store is not None:
+        store.delete(cp)
     seconds = round(time.monotonic() - started_at, 3)
     result: dict[str, Any] = {
         "ok": True, "complete": True, "operation": "backup", "database": cp.database, "bucket": bucket,

@@ -11,6 +11,7 @@ A lease (owner + expiry) in the checkpoint keeps two invocations from writing on
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -37,7 +38,7 @@ class Checkpoint:
     since: Any = None
     doc_count: int | None = None
     parts: list[dict[str, Any]] = field(default_factory=list)
-    tail: dict[str, Any] | None = None  # {"size", "mark", "docs", "lines"} of the tail object
+    tail: dict[str, Any] | None = None  # {"key", "size", "sha256", "mark", "docs", "lines"} of the tail object
     lease_owner: str | None = None
     lease_until: float = 0.0
     invocations: int = 0
@@ -67,7 +68,8 @@ class CheckpointStore:
 
     def __init__(self, s3: Any, bucket: str, prefix: str, db: str, log: Log) -> None:
         self.s3, self.bucket, self.log = s3, bucket, log
-        self.key, self.tail_key = checkpoint_key(prefix, db), tail_key(prefix, db)
+        self.prefix, self.db = prefix, db
+        self.key = checkpoint_key(prefix, db)
 
     def load(self) -> Checkpoint | None:
         if not cos.exists(self.s3, self.bucket, self.key):
@@ -79,19 +81,24 @@ class CheckpointStore:
                 f"{cos.where(self.bucket, self.key)} is not a readable checkpoint; delete it to start a fresh backup"
             ) from None
 
-    def save(self, cp: Checkpoint, tail: bytes | None = None) -> None:
-        """Tail first, then the checkpoint that points at it: a crash in between leaves the old pair valid."""
+    def save(self, cp: Checkpoint, tail: bytes = b"", previous_tail: str | None = None) -> None:
+        """A new tail object, then the checkpoint pointing at it, then the previous tail goes: a crash at
+        any point leaves a consistent pair (the old one, or the new one)."""
         if tail:
-            cos.put_bytes(self.s3, self.bucket, self.tail_key, tail)
+            key = tail_key(self.prefix, self.db, cp.invocations)
+            cos.put_bytes(self.s3, self.bucket, key, tail)
+            cp.tail = {**(cp.tail or {}), "key": key, "size": len(tail), "sha256": hashlib.sha256(tail).hexdigest()}
         cos.put_json(self.s3, self.bucket, self.key, cp.to_json())
+        if previous_tail and previous_tail != (cp.tail or {}).get("key"):
+            self._delete(previous_tail)
 
     def load_tail(self, cp: Checkpoint) -> bytes:
         if not cp.tail:
             return b""
-        body = cos.get_bytes(self.s3, self.bucket, self.tail_key)
-        if len(body) != cp.tail["size"]:
-            raise CosError(f"{cos.where(self.bucket, self.tail_key)} has {len(body)} bytes, the checkpoint says "
-                           f"{cp.tail['size']}; delete {cos.where(self.bucket, self.key)} to start a fresh backup")
+        body = cos.get_bytes(self.s3, self.bucket, cp.tail["key"])
+        if len(body) != cp.tail["size"] or hashlib.sha256(body).hexdigest() != cp.tail["sha256"]:
+            raise CosError(f"{cos.where(self.bucket, cp.tail['key'])} does not match the checkpoint (size or sha256); "
+                           f"delete {cos.where(self.bucket, self.key)} to start a fresh backup")
         return body
 
     def acquire(self, cp: Checkpoint, owner: str, until: float) -> None:
@@ -104,16 +111,37 @@ class CheckpointStore:
             raise CosError(f"another invocation took over the backup of '{cp.database}' (lease in "
                            f"{cos.where(self.bucket, self.key)}); not writing the same upload twice")
 
-    def delete(self) -> None:
-        for key in (self.tail_key, self.key):
-            try:
-                cos.delete(self.s3, self.bucket, key)
-            except CosError as exc:
-                self.log.warning("checkpoint_cleanup_failed", key=key, error=str(exc))
+    def release(self, cp: Checkpoint) -> None:
+        """Give the lease back (after a failure that leaves the checkpoint usable)."""
+        if self.holds(cp):
+            cp.lease_owner, cp.lease_until = None, 0.0
+            cos.put_json(self.s3, self.bucket, self.key, cp.to_json())
+
+    def holds(self, cp: Checkpoint) -> bool:
+        """True when the stored checkpoint is still this backup's (another may have replaced it)."""
+        try:
+            current = self.load()
+        except CosError:
+            return False
+        return current is not None and current.upload_id == cp.upload_id
+
+    def delete(self, cp: Checkpoint) -> None:
+        """Remove this backup's checkpoint and tail, never another backup's that replaced them."""
+        if not self.holds(cp):
+            return
+        if cp.tail:
+            self._delete(cp.tail["key"])
+        self._delete(self.key)
+
+    def _delete(self, key: str) -> None:
+        try:
+            cos.delete(self.s3, self.bucket, key)
+        except CosError as exc:
+            self.log.warning("checkpoint_cleanup_failed", key=key, error=str(exc))
 
     def abandon(self, cp: Checkpoint) -> None:
         """Give up a stale checkpoint: abort its upload (no billed leftover), delete checkpoint and tail."""
         cos.abort_upload(self.s3, self.bucket, cp.key, cp.upload_id, self.log)
-        self.delete()
+        self.delete(cp)
         self.log.warning("checkpoint_abandoned", database=cp.database, key=cp.key, created=cp.created)
 

@@ -6,6 +6,7 @@ checkpoint in time; the platform kills the process at the deadline itself.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,8 +32,8 @@ class Deadline:
         """
         now = clock()
         candidates = []
-        raw = environ.get("__OW_DEADLINE", "")
-        if raw.strip().isdigit():
+        raw = environ.get("__OW_DEADLINE", "").strip()
+        if re.fullmatch(r"[0-9]+", raw):  # ASCII digits only: "²".isdigit() is true, int("²") fails
             candidates.append(int(raw) / 1000.0)
         if budget:
             candidates.append(now + budget)

@@ -25,7 +25,7 @@ def databases(config: Config, client: Any) -> list[str]:
 
 
 def run_many(config: Config, log: Log) -> dict[str, Any]:
-    from backup.backup import run_backup
+    from backup.backup import deadline_for, run_backup
 
     assert config.cloudant is not None
     started = time.monotonic()
@@ -41,10 +41,14 @@ def run_many(config: Config, log: Log) -> dict[str, Any]:
                 outcomes.append({"database": name, "error": str(exc)})
         mode = "openwhisk"
     else:
+        deadline = deadline_for(config)  # TIME_BUDGET is for the whole run, not per database
         for name in names:
+            if deadline.reached():
+                outcomes.append({"database": name, "error": "not started: the time budget is used up", "kind": "deadline"})
+                continue
             single = dataclasses.replace(config, db=name, many=False, dbs=None)
             try:
-                result = run_backup(single, log)
+                result = run_backup(single, log, deadline=deadline)
                 outcomes.append({key: result.get(key) for key in ("database", "key", "complete", "docs", "bytes", "kind")})
             except BackupError as exc:
                 outcomes.append({"database": name, "error": str(exc), "kind": exc.kind})

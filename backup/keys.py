@@ -15,7 +15,8 @@ SUFFIX = "_backup.txt"
 MANIFEST_SUFFIX = ".manifest.json"
 CHECKPOINT_SUFFIX = ".checkpoint.json"
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-_KEY = re.compile(r"^(?P<db>[a-z][a-z0-9_$()+/-]*)_(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z)_backup\.txt$")
+# The database part also admits a leading "_": system databases (_users, _replicator) can be backed up.
+_KEY = re.compile(r"^(?P<db>[a-z_][a-z0-9_$()+/-]*)_(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z)_backup\.txt$")
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,9 @@ def checkpoint_key(prefix: str, db: str) -> str:
     return f"{prefix}{db}{CHECKPOINT_SUFFIX}"
 
 
-def tail_key(prefix: str, db: str) -> str:
-    return f"{prefix}{db}{CHECKPOINT_SUFFIX}.tail"
+def tail_key(prefix: str, db: str, invocation: int) -> str:
+    """A new tail object per checkpoint: the previous pair stays valid until the new checkpoint lands."""
+    return f"{prefix}{db}{CHECKPOINT_SUFFIX}.tail.{invocation}"
 
 
 def parse_backup_key(key: str, prefix: str = "") -> BackupKey | None:

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from backup.keys import backup_key, checkpoint_key, manifest_key, tail_key
+from backup.keys import backup_key, checkpoint_key, manifest_key
 from tests.helpers import (
     OUTPUTS,
     CapturedLog,
@@ -128,7 +128,7 @@ def _assert_checkpoint_state(s3: Any, bucket: str, db: str, result: dict[str, An
     names = keys_in(s3, bucket)
     assert result["key"] not in names and manifest_key(result["key"]) not in names  # no object yet
     if cp["tail"]:
-        tail = _body(s3, bucket, tail_key("", db))
+        tail = _body(s3, bucket, cp["tail"]["key"])
         assert len(tail) == cp["tail"]["size"] and 0 < len(tail) < part_mb * MIB and tail.endswith(b"\n")
         assert cp["tail"]["docs"] == result["docs"]
     elif cp["parts"]:
@@ -311,9 +311,6 @@ def test_a_process_killed_mid_run_loses_nothing(big_db, bucket, s3_client, param
     assert verified["ok"] and verified["docs"] == BIG_DOCS, verified
 
 
-@pytest.mark.xfail(reason="BUG: a first invocation killed before its first checkpoint leaves its multipart upload behind "
-                          "for ever: nothing records it (backup.py creates the upload and saves a checkpoint only at the "
-                          "deadline), so no later run continues or aborts it", strict=True)
 def test_a_first_invocation_killed_before_its_checkpoint_leaves_no_billed_upload(big_db, bucket, s3_client, params):
     started = time.time()
     _start_and_kill_at(params, "part_uploaded", TIME_BUDGET=4, SAFETY_MARGIN=1)
@@ -390,9 +387,6 @@ def test_a_held_lease_keeps_a_second_writer_out_and_nothing_is_written(big_db, b
     _assert_no_checkpoint_left(s3_client, bucket, result["key"])
 
 
-@pytest.mark.xfail(reason="BUG: backup.py:197 abandons a checkpoint older than CHECKPOINT_MAX_AGE_HOURS before "
-                          "looking at its lease (line 202), so it aborts the multipart upload a live invocation is "
-                          "writing right now", strict=True)
 def test_a_stale_checkpoint_whose_lease_is_live_is_not_abandoned(big_db, bucket, s3_client, params):
     stopped, _ = run_main({**params, **AT_ONCE})
     cp = _json(s3_client, bucket, checkpoint_key("", big_db))
@@ -406,10 +400,6 @@ def test_a_stale_checkpoint_whose_lease_is_live_is_not_abandoned(big_db, bucket,
     assert _bucket_state(s3_client, bucket) == before
 
 
-@pytest.mark.xfail(reason="BUG: when a resumed invocation fails, backup.py:250 deletes whatever checkpoint the "
-                          "database has, even one that is no longer its own (backup.py:_checkpoint's 'checkpointed "
-                          "meanwhile' error): the other backup's checkpoint and tail vanish and its upload is orphaned",
-                   strict=True)
 def test_a_failing_resumed_invocation_leaves_another_backups_checkpoint_alone(big_db, bucket, s3_client, params):
     stopped, _ = run_main({**params, **AT_ONCE})
     mine = _json(s3_client, bucket, checkpoint_key("", big_db))
@@ -427,10 +417,6 @@ def test_a_failing_resumed_invocation_leaves_another_backups_checkpoint_alone(bi
     assert _json(s3_client, bucket, checkpoint_key("", big_db)) == other
 
 
-@pytest.mark.xfail(reason="BUG: checkpoint.py:83-86 writes the tail over the one tail object before the checkpoint; "
-                          "a crash between the two writes leaves the previous checkpoint pointing at the new tail "
-                          "(size mismatch: stuck until deleted by hand; same size: wrong bytes), not 'the old pair valid'",
-                   strict=True)
 def test_a_crash_between_writing_the_tail_and_the_checkpoint_leaves_the_old_pair_valid(big_db, bucket, s3_client,
                                                                                        params, one_shot):
     # Parts bigger than the data: every checkpoint has a tail (a deadline often falls during a part upload,
@@ -438,12 +424,16 @@ def test_a_crash_between_writing_the_tail_and_the_checkpoint_leaves_the_old_pair
     args = {**params, **SHORT, "PART_SIZE_MB": 50, "PAGE_SIZE": 50}
     first, _ = run_main(args)
     old = _assert_checkpoint_state(s3_client, bucket, big_db, first, part_mb=50)
+    old_tail = _body(s3_client, bucket, old["tail"]["key"])
     second, _ = run_main(args)
     if second["complete"]:
         pytest.skip("two invocations finished the backup: no second checkpoint")
     new = _assert_checkpoint_state(s3_client, bucket, big_db, second, part_mb=50)
     assert old["tail"] and new["tail"] and new["tail"]["size"] > old["tail"]["size"]
-    # The state a crash after the tail write and before the checkpoint write leaves: new tail, old checkpoint.
+    # The state a crash after the new tail's write and before the checkpoint's leaves: both tails, old checkpoint
+    # (the old tail is deleted only after the new checkpoint is written).
+    assert new["tail"]["key"] != old["tail"]["key"]
+    s3_client.put_object(Bucket=bucket, Key=old["tail"]["key"], Body=old_tail)
     s3_client.put_object(Bucket=bucket, Key=checkpoint_key("", big_db), Body=json.dumps(old).encode())
 
     result, _ = run_main(params)
@@ -451,19 +441,16 @@ def test_a_crash_between_writing_the_tail_and_the_checkpoint_leaves_the_old_pair
     _assert_same_bytes_as_one_shot(_body(s3_client, bucket, result["key"]), one_shot)
 
 
-@pytest.mark.xfail(reason="BUG: backup.py:205-206 takes the lease, then reads the tail outside the try block: "
-                          "when that read fails the lease is never released, so every later run is refused as a "
-                          "'second writer' until the lease expires (1 hour without a deadline)", strict=True)
 def test_a_failed_tail_read_does_not_keep_the_lease(big_db, bucket, s3_client, params):
     stopped, _ = run_main({**params, **SHORT, "PART_SIZE_MB": 50})  # no part yet: all of it is in the tail
     cp = _assert_checkpoint_state(s3_client, bucket, big_db, stopped, part_mb=50)
     assert cp["tail"] and not cp["parts"]
-    tail = _body(s3_client, bucket, tail_key("", big_db))
-    s3_client.delete_object(Bucket=bucket, Key=tail_key("", big_db))  # e.g. a failed read of it
+    tail = _body(s3_client, bucket, cp["tail"]["key"])
+    s3_client.delete_object(Bucket=bucket, Key=cp["tail"]["key"])  # e.g. a failed read of it
     failed, _ = run_main(params)
-    assert failed.get("kind") == "cos" and tail_key("", big_db) in failed.get("error", ""), failed
+    assert failed.get("kind") == "cos" and cp["tail"]["key"] in failed.get("error", ""), failed
 
-    s3_client.put_object(Bucket=bucket, Key=tail_key("", big_db), Body=tail)  # COS is fine again
+    s3_client.put_object(Bucket=bucket, Key=cp["tail"]["key"], Body=tail)  # COS is fine again
     result, _ = run_main(params)
     assert result.get("complete") is True, result
 

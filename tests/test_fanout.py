@@ -129,9 +129,6 @@ def test_system_databases_only_when_asked(account, bucket, s3_client, params):
     assert outcomes["_private"]["complete"] and outcomes["_private"]["docs"] == 1
 
 
-@pytest.mark.xfail(reason="BUG: keys.py _KEY requires a database name starting with a-z, so backups that "
-                          "INCLUDE_SYSTEM_DBS=true writes for '_users', '_replicator' or '_private' never parse: "
-                          "list does not show them and KEEP_LAST/KEEP_DAYS never delete them", strict=True)
 def test_backups_of_underscore_databases_are_listed_and_pruned(account, bucket, s3_client, params):
     for _ in range(2):
         result, _ = run_main({**params, "INCLUDE_SYSTEM_DBS": "true", "KEEP_LAST": 1})
@@ -144,9 +141,6 @@ def test_backups_of_underscore_databases_are_listed_and_pruned(account, bucket, 
     assert all(len(keys) == 1 for keys in per_db.values()), per_db
 
 
-@pytest.mark.xfail(reason="BUG: fanout.run_many calls run_backup per database and each builds its own "
-                          "Deadline.from_environment, so TIME_BUDGET restarts for every database: a run of N "
-                          "databases may take N x TIME_BUDGET instead of stopping at the run's budget", strict=True)
 def test_time_budget_is_for_the_whole_run_not_per_database(account, bucket, s3_client, params):
     # alpha's backup is made to take longer than the whole budget; beta must then not get a fresh one.
     log = CapturedLog(hooks={"backup_finished": lambda fields: time.sleep(2.5) if fields["database"] == "alpha" else None})

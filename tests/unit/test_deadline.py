@@ -130,8 +130,5 @@ def test_the_clock_is_read_when_asked_not_frozen_at_creation() -> None:
     assert deadline.reached()
 
 
-@pytest.mark.xfail(reason="BUG: deadline.py:35-36 accepts str.isdigit() values such as '²' that int() rejects, so a "
-                          "malformed __OW_DEADLINE crashes the backup with ValueError instead of being ignored",
-                   strict=True)
 def test_a_deadline_of_unicode_digit_symbols_is_ignored_not_a_crash() -> None:
     assert Deadline.from_environment({"__OW_DEADLINE": "\u00b2"}, None, None, clock=FakeClock()).at is None
