@@ -37,9 +37,10 @@ from backup.retention import apply_retention
 # Bytes the reader may run ahead of the uploader. Parts upload in the background while the next fills,
 # so a small pipe keeps both busy; memory is about pipe + 2 parts + one page.
 PIPE_BYTES = 4 * MIB
-# Target size of one `_all_docs` page: PAGE_SIZE rows of tiny docs is cheap, of 1 MB docs it is not,
-# so the row limit shrinks as the average document grows (memory stays flat, requests stay few).
-PAGE_BYTES = 8 * MIB
+# Target size of one `_all_docs` page. Pages are decoded row by row (memory does not grow with them),
+# but PAGE_SIZE rows of 1 MB docs would make one request take minutes: the row limit shrinks as the
+# average document grows.
+PAGE_BYTES = 32 * MIB
 # Changes per `_changes` page (and per `_bulk_get`) in an incremental backup.
 CHANGES_PAGE = 500
 
@@ -101,14 +102,15 @@ class _Reader:
 
     def _next_page_size(self) -> int:
         if not self.docs:
-            return min(self.page_size, 500)  # first page: doc sizes still unknown
+            return min(self.page_size, 1000)  # first page: doc sizes still unknown
         average = max(self.bytes // self.docs, 1)
         return max(1, min(self.page_size, PAGE_BYTES // average))
 
     def _full(self) -> Iterator[Line]:
         """Winning revisions of live docs in id order; a line's mark is its last id (exact resume)."""
         pending: list[dict[str, Any]] = []
-        for page in cloudant.iter_pages(self.client, self.db, self._next_page_size, after=self.cp.resume_mark()):
+        for page in cloudant.iter_pages(self.client, self.db, self._next_page_size, after=self.cp.resume_mark(),
+                                        batch=self.per_line):
             pending.extend(page)
             self._page_read(len(page))
             while len(pending) >= self.per_line:

@@ -17,6 +17,7 @@ from ibmcloudant.cloudant_v1 import CloudantV1
 
 from backup.config import CloudantConfig
 from backup.errors import CloudantError
+from backup.rows import RowsFormatError, iter_rows
 
 # `_all_docs` has no "until the end" on pouchdb-server without an end_key (it drops ids starting at or
 # above U+00FF); U+10FFFF sorts after every real id under CouchDB's raw collation too.
@@ -24,6 +25,8 @@ END_KEY = "\U0010ffff"
 # Network faults *inside* a response body (a cut connection mid-page) are not retried by the SDK's
 # urllib3 retry, which only sees the request; a page is re-fetched this many times before giving up.
 BODY_RETRIES = 3
+# Bytes read from a streamed response at a time.
+STREAM_CHUNK = 256 * 1024
 
 T = TypeVar("T")
 
@@ -101,36 +104,55 @@ def database_info(client: CloudantV1, db: str) -> dict[str, Any]:
     return call(f"reading database '{db}'", where, lambda: client.get_database_information(db=db).get_result())
 
 
-def iter_pages(client: CloudantV1, db: str, page_size: Callable[[], int],
-               after: str | None = None) -> Iterator[list[dict[str, Any]]]:
-    """Every live document (winning revision, design docs included) in id order, one page at a time.
+def iter_pages(client: CloudantV1, db: str, page_size: Callable[[], int], after: str | None = None,
+               batch: int = 500) -> Iterator[list[dict[str, Any]]]:
+    """Every live document (winning revision, design docs included) in id order, in batches of <= `batch`.
 
-    Paging uses start_key = last id seen (fetching one extra row and dropping it), which never skips
-    an id, unlike `last id + "\\u0000"`. Each page is one request: the scarce "global query" class.
-    `page_size()` is asked before each request, so the caller can size pages by bytes. With `after`,
-    reading resumes after that id (a checkpointed backup continuing).
+    Pages of `page_size()` rows (asked before each request, so the caller can size pages by bytes) are
+    streamed and decoded row by row: memory does not grow with the page, so pages can be big and the
+    scarce "global query" requests few. Paging uses start_key = last id seen (the extra first row is
+    dropped), which never skips an id, unlike `last id + "\\u0000"`. A page cut mid-body is requested
+    again from the last row received. With `after`, reading resumes after that id.
     """
     last_id: str | None = after
     where = f"{client.service_url}/{db}"
+    what = f"reading documents of '{db}'"
     while True:
-        kwargs: dict[str, Any] = {"db": db, "include_docs": True, "end_key": END_KEY}
-        if last_id is None:
-            kwargs["limit"] = page_size()
-        else:
-            kwargs["limit"] = page_size() + 1
-            kwargs["start_key"] = last_id
-        result = call(f"reading documents of '{db}'", where, lambda kwargs=kwargs: client.post_all_docs(**kwargs).get_result())
-        rows = result.get("rows", [])
-        fetched = len(rows)
-        if last_id is not None and rows and rows[0].get("id") == last_id:
-            rows = rows[1:]
-        docs = [row["doc"] for row in rows if row.get("doc") is not None]
-        if docs:
-            yield docs
-        if not rows:
-            return
-        last_id = rows[-1]["id"]
-        if fetched < kwargs["limit"]:
+        limit, received, faults = page_size(), 0, 0
+        while True:  # one page; after a fault inside the body, the rest of it from the last row received
+            kwargs: dict[str, Any] = {"db": db, "include_docs": True, "end_key": END_KEY, "limit": limit - received}
+            if last_id is not None:
+                kwargs.update(start_key=last_id, limit=kwargs["limit"] + 1)
+            response = call(what, where, lambda kwargs=kwargs: client.post_all_docs_as_stream(**kwargs).get_result())
+            docs: list[dict[str, Any]] = []
+            skip = last_id
+            try:
+                for row in iter_rows(response.iter_content(STREAM_CHUNK)):
+                    if skip is not None and row.get("id") == skip:
+                        skip = None
+                        continue
+                    skip = None
+                    received += 1
+                    last_id = row["id"]
+                    if row.get("doc") is not None:
+                        docs.append(row["doc"])
+                        if len(docs) >= batch:
+                            yield docs
+                            docs = []
+                if docs:
+                    yield docs
+                break
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError,
+                    RowsFormatError) as exc:
+                faults += 1
+                if faults > BODY_RETRIES:
+                    raise describe(exc, what, where) from None
+                if docs:
+                    yield docs  # rows already decoded are good: keep them, continue after them
+                time.sleep(min(2 ** faults, 10))
+            finally:
+                response.close()
+        if received < limit:
             return
 
 

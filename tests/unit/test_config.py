@@ -331,7 +331,7 @@ def test_defaults_are_applied() -> None:
 
 
 def test_blank_tuning_value_means_default() -> None:
-    assert load_config(args_with({"PAGE_SIZE": "  "})).tune("PAGE_SIZE") == 2000
+    assert load_config(args_with({"PAGE_SIZE": "  "})).tune("PAGE_SIZE") == 10_000
 
 
 @pytest.mark.parametrize(("value", "verify"), [("true", False), ("1", False), (True, False), ("no", True), ("", True)])
