@@ -1,0 +1,1 @@
+"""The backup/restore benchmark: `bench/run.sh` (python -m bench) and `bench/profile.sh`. Not shipped, not tests."""

@@ -1,0 +1,208 @@
+"""Summaries (median of the repetitions), the markdown table, the targets and the machine line. Pure
+except for `machine()`, which reads /proc and asks the tools for their versions."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+from typing import Any
+
+from devstack import REPO_ROOT
+
+MB = 1_000_000
+MIB = 1024 * 1024
+# What each row's ratio column compares against: restores against couchrestore, the rest against couchbackup.
+REFERENCE = {"restore": "couchrestore", "couchrestore": "couchrestore"}
+BACKUP_REFERENCE = "couchbackup"
+
+
+def summarise(runs: list[dict[str, Any]], docs: int, timeout: float) -> list[dict[str, Any]]:
+    """One row per (condition, client), in the order first seen."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["condition"], run["client"]), []).append(run)
+    rows = []
+    for (condition, client), group in groups.items():
+        ok = [r for r in group if r["status"] == "ok"]
+        row: dict[str, Any] = {
+            "condition": condition, "client": client, "runs": len(group), "ok": len(ok),
+            "failed": sum(r["status"] in ("failed", "incomplete") for r in group),
+            "timeouts": sum(r["status"] == "timeout" for r in group),
+            "seconds": None, "docs_per_s": None, "mb_per_s": None,
+            "peak_rss_mib": None, "too_many_requests": None, "details": sorted({r["detail"] for r in group if r["detail"]}),
+        }  # fmt: skip
+        rss = [r["peak_rss_kib"] for r in group if r["peak_rss_kib"] and r["status"] != "timeout"]
+        if rss:
+            row["peak_rss_mib"] = round(max(rss) / 1024, 1)  # worst repetition
+        limited = [r["too_many_requests"] for r in group if r["too_many_requests"] is not None]
+        if limited:
+            row["too_many_requests"] = statistics.median(limited)
+        if ok:
+            seconds = statistics.median(r["seconds"] for r in ok)
+            row["seconds"] = round(seconds, 3)
+            row["seconds_min"], row["seconds_max"] = min(r["seconds"] for r in ok), max(r["seconds"] for r in ok)
+            row["spread"] = round((row["seconds_max"] - row["seconds_min"]) / seconds, 3) if seconds else None
+            row["docs_per_s"] = round(docs / seconds, 1)
+            sizes = [r["bytes"] for r in ok if r["bytes"]]
+            if sizes:
+                row["mb_per_s"] = round(statistics.median(sizes) / MB / seconds, 2)
+        elif row["timeouts"]:
+            row["docs_per_s_below"] = round(docs / timeout, 1)  # it was slower than this
+        rows.append(row)
+    for row in rows:
+        row["x_reference"], row["x_raw"] = _ratios(row, rows)
+    return rows
+
+
+def _find(rows: list[dict[str, Any]], condition: str, client: str) -> dict[str, Any] | None:
+    return next((r for r in rows if r["condition"] == condition and r["client"] == client), None)
+
+
+def ratio(row: dict[str, Any], ref: dict[str, Any] | None) -> dict[str, Any] | None:
+    """row docs/s ÷ ref docs/s: {"value", "bound"} where bound is "=" or ">" (the reference timed out)."""
+    if ref is None or row is ref or row["docs_per_s"] is None:
+        return None
+    if ref["docs_per_s"]:
+        return {"value": round(row["docs_per_s"] / ref["docs_per_s"], 2), "bound": "="}
+    if ref.get("docs_per_s_below"):
+        return {"value": round(row["docs_per_s"] / ref["docs_per_s_below"], 2), "bound": ">"}
+    return None
+
+
+def _ratios(row: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[dict | None, dict | None]:
+    ref_name = REFERENCE.get(row["client"], BACKUP_REFERENCE)
+    to_ref = ratio(row, _find(rows, row["condition"], ref_name))
+    to_raw = None if row["client"] in REFERENCE else ratio(row, _find(rows, row["condition"], "raw"))
+    return to_ref, to_raw
+
+
+def _fmt_ratio(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return ""
+    return f"{'>' if r['bound'] == '>' else ''}{r['value']:.2f}x"
+
+
+def _fmt_num(value: float | None, digits: int = 0) -> str:
+    return "" if value is None else f"{value:,.{digits}f}"
+
+
+def table(rows: list[dict[str, Any]], timeout: float) -> str:
+    head = ("| condition | client | runs ok | median s | spread | docs/s | MB/s | peak RSS MiB | x couchbackup / couchrestore "
+            "| x raw read | 429s/run |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        runs = f"{r['ok']}/{r['runs']}"
+        if r["timeouts"]:
+            runs += f" ({r['timeouts']} timeout >{timeout:.0f} s)"
+        if r["failed"]:
+            runs += f" ({r['failed']} failed)"
+        # (max - min) / median of the ok runs' wall times: how much to trust the median
+        spread = f"{r['spread']:.0%}" if r.get("spread") is not None and r["ok"] > 1 else ""
+        docs_per_s = _fmt_num(r["docs_per_s"])
+        if r["docs_per_s"] is None:
+            docs_per_s = f"<{r['docs_per_s_below']:,.0f}" if r.get("docs_per_s_below") else "failed"
+        lines.append(
+            f"| {r['condition']} | {r['client']} | {runs} | {_fmt_num(r['seconds'], 2)} | {spread} | {docs_per_s} | "
+            f"{_fmt_num(r['mb_per_s'], 1)} | {_fmt_num(r['peak_rss_mib'], 0)} | {_fmt_ratio(r['x_reference'])} | "
+            f"{_fmt_ratio(r['x_raw'])} | {'' if r['too_many_requests'] is None else _fmt_num(r['too_many_requests'])} |"
+        )
+    return "\n".join(lines)
+
+
+# The issue's targets; each is (what, condition, client, reference, minimum ratio).
+RATIO_TARGETS = (
+    ("plain: backup >= 2x couchbackup shallow", "plain", "backup", "couchbackup", 2.0),
+    ("plain: backup >= 0.9x raw read", "plain", "backup", "raw", 0.9),
+    ("latency: backup >= 4x couchbackup shallow", "latency", "backup", "couchbackup", 4.0),
+    ("ratelimit: backup >= 5x couchbackup shallow", "ratelimit", "backup", "couchbackup", 5.0),
+    ("plain: restore >= 1.5x couchrestore", "plain", "restore", "couchrestore", 1.5),
+    ("latency: restore >= 1.5x couchrestore", "latency", "restore", "couchrestore", 1.5),
+    ("ratelimit: restore >= 1.5x couchrestore", "ratelimit", "restore", "couchrestore", 1.5),
+)
+RSS_TARGET_MIB = 80
+
+
+def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each target measured in this run: met / missed / not measured (a report, never an assertion)."""
+    out = []
+    for what, condition, client, ref_name, minimum in RATIO_TARGETS:
+        row, ref = _find(rows, condition, client), _find(rows, condition, ref_name)
+        if row is None or ref is None:
+            continue
+        r = ratio(row, ref)
+        if r is None:
+            verdict, shown = "not measured", "n/a (a side failed)"
+        elif r["value"] >= minimum:  # a lower bound (">") that clears the bar clears it too
+            verdict, shown = "met", _fmt_ratio(r)
+        else:
+            verdict, shown = ("unknown (the reference timed out)" if r["bound"] == ">" else "missed"), _fmt_ratio(r)
+        out.append({"target": what, "measured": shown, "verdict": verdict})
+    ratelimited = _find(rows, "ratelimit", "backup")
+    if ratelimited is not None:
+        bad = ratelimited["failed"] + ratelimited["timeouts"]
+        out.append({"target": "ratelimit: zero failed backups", "measured": f"{bad} of {ratelimited['runs']} failed",
+                    "verdict": "met" if not bad else "missed"})
+    rss = [r["peak_rss_mib"] for r in rows if r["client"] == "backup" and r["peak_rss_mib"] is not None]
+    if rss:
+        out.append({"target": f"backup peak RSS <= {RSS_TARGET_MIB} MiB (worst condition)", "measured": f"{max(rss):.0f} MiB",
+                    "verdict": "met" if max(rss) <= RSS_TARGET_MIB else "missed"})
+    return out
+
+
+def targets_table(items: list[dict[str, Any]]) -> str:
+    lines = ["| target | measured | verdict |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {t['measured']} | {t['verdict']} |" for t in items]
+    return "\n".join(lines)
+
+
+# -- the machine
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def _cmd(*cmd: str) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=REPO_ROOT).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _npm_version(package: str) -> str:
+    try:
+        return json.loads(_read(str(REPO_ROOT / "node_modules" / package / "package.json")))["version"]
+    except (ValueError, KeyError):
+        return "?"
+
+
+def machine() -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
+                if line.startswith("model name")), platform.processor() or "?")
+    mem_kib = next((int(line.split()[1]) for line in _read("/proc/meminfo").splitlines() if line.startswith("MemTotal")), 0)
+    changed = _cmd("git", "status", "--porcelain", "--", "backup")
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gib": round(mem_kib / MIB, 1),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "node": _cmd("node", "--version"),
+        "pouchdb_server": _npm_version("pouchdb-server"),
+        "couchbackup": _npm_version("@cloudant/couchbackup"),
+        "curl": (_cmd("curl", "--version").splitlines() or ["?"])[0].split(" (")[0],
+        "git": _cmd("git", "rev-parse", "--short", "HEAD") + (" + uncommitted changes in backup/" if changed else ""),
+    }
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    return (f"{m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}; Python {m['python']}, "
+            f"Node {m['node']}, pouchdb-server {m['pouchdb_server']}, couchbackup {m['couchbackup']}, {m['curl']}; "
+            f"git {m['git']}")
