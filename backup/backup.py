@@ -37,9 +37,10 @@ from backup.retention import apply_retention
 # Bytes the reader may run ahead of the uploader. Parts upload in the background while the next fills,
 # so a small pipe keeps both busy; memory is about pipe + 2 parts + one page.
 PIPE_BYTES = 4 * MIB
-# Target size of one `_all_docs` page: a few pages are held raw while they are fetched ahead, so PAGE_SIZE
-# rows of tiny docs are fine but of 1 MB docs would not be: the row limit shrinks as the average doc grows.
-PAGE_BYTES = 4 * MIB
+# Target size of one `_all_docs` page. Pages are decoded row by row (memory does not grow with them),
+# but PAGE_SIZE rows of 1 MB docs would make one request take minutes: the row limit shrinks as the
+# average document grows.
+PAGE_BYTES = 32 * MIB
 # Changes per `_changes` page (and per `_bulk_get`) in an incremental backup.
 CHANGES_PAGE = 500
 

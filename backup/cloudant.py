@@ -6,11 +6,8 @@ failed and where (database and host, never credentials).
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import requests
@@ -30,9 +27,6 @@ END_KEY = "\U0010ffff"
 BODY_RETRIES = 3
 # Bytes read from a streamed response at a time.
 STREAM_CHUNK = 256 * 1024
-# One keys-only request plans this many pages ahead.
-KEYS_PAGES = 20
-_DONE: Any = object()  # sentinel: no page left to plan
 
 T = TypeVar("T")
 
@@ -110,117 +104,56 @@ def database_info(client: CloudantV1, db: str) -> dict[str, Any]:
     return call(f"reading database '{db}'", where, lambda: client.get_database_information(db=db).get_result())
 
 
-def _boundaries(client: CloudantV1, db: str, after: str | None, spacing: Callable[[], int]) -> Iterator[str]:
-    """Ids that cut the key space after `after` into pages of about `spacing()` rows: each is the first id of
-    a page. Read with keys-only `_all_docs` requests (ids only: small, and one request covers many pages)."""
-    start, skip = after, after
-    where, what = f"{client.service_url}/{db}", f"reading document ids of '{db}'"
-    pages_ahead = 2  # the first request plans little: page sizes adapt once the first docs are seen
-    since_boundary, step = 0, spacing()  # rows in the page being planned (it may span keys requests)
-    while True:
-        limit = spacing() * pages_ahead
-        pages_ahead = KEYS_PAGES
-        kwargs: dict[str, Any] = {"db": db, "end_key": END_KEY, "limit": limit + (1 if skip is not None else 0)}
-        if start is not None:
-            kwargs["start_key"] = start
-        found: list[str] = []
-        received = 0
-        response = call(what, where, lambda kwargs=kwargs: client.post_all_docs_as_stream(**kwargs).get_result())
-        try:
-            for row in iter_rows(response.iter_content(STREAM_CHUNK)):
-                if skip is not None and row.get("id") == skip:
-                    skip = None
-                    continue
-                skip = None
-                received += 1
-                start = row["id"]
-                if since_boundary == step:
-                    found.append(row["id"])
-                    since_boundary, step = 0, spacing()
-                since_boundary += 1
-        except (requests.exceptions.RequestException, RowsFormatError) as exc:
-            raise describe(exc, what, where) from None
-        finally:
-            response.close()
-        yield from found
-        if received < limit:
-            return
-        skip = start  # the next keys page starts after the last id seen; that id is inside the current page
-
-
-def _fetch_page(client: CloudantV1, db: str, low: str | None, high: str | None) -> bytes:
-    """The raw `_all_docs` response for ids in [low, high) (low None: from the start; high None: to the end),
-    re-requested whole after a fault inside the body."""
-    kwargs: dict[str, Any] = {"db": db, "include_docs": True}
-    if low is not None:
-        kwargs["start_key"] = low
-    if high is None:
-        kwargs["end_key"] = END_KEY
-    else:
-        kwargs.update(end_key=high, inclusive_end=False)
-    where, what = f"{client.service_url}/{db}", f"reading documents of '{db}'"
-    for fault in range(BODY_RETRIES + 1):
-        response = call(what, where, lambda: client.post_all_docs_as_stream(**kwargs).get_result())
-        try:
-            return response.content
-        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError) as exc:
-            if fault == BODY_RETRIES:
-                raise describe(exc, what, where) from None
-            time.sleep(min(2 ** fault, 10))
-        finally:
-            response.close()
-    raise AssertionError("unreachable")
-
-
 def iter_pages(client: CloudantV1, db: str, page_size: Callable[[], int], after: str | None = None,
-               batch: int = 500, prefetch: int = 2) -> Iterator[list[dict[str, Any]]]:
+               batch: int = 500) -> Iterator[list[dict[str, Any]]]:
     """Every live document (winning revision, design docs included) in id order, in batches of <= `batch`.
 
-    The key space is cut into pages of about `page_size()` rows (asked as pages are planned, so the caller
-    can size them by bytes) by a keys-only pass; `prefetch` pages are fetched concurrently while the current
-    one is decoded, row by row, so the server and this process work at the same time and memory holds
-    `prefetch` raw pages. Pages are bounded by ids, not counts: documents written meanwhile are not skipped.
-    With `after`, reading resumes after that id.
+    Pages of `page_size()` rows (asked before each request, so the caller can size pages by bytes) are
+    streamed and decoded row by row: memory does not grow with the page, so pages can be big and the
+    scarce "global query" requests few. Paging uses start_key = last id seen (the extra first row is
+    dropped), which never skips an id, unlike `last id + "\\u0000"`. A page cut mid-body is requested
+    again from the last row received. With `after`, reading resumes after that id.
     """
+    last_id: str | None = after
     where = f"{client.service_url}/{db}"
-    # Page i covers [starts[i], starts[i+1]); the first starts after `after` (exclusive), the last runs to the end.
-    starts: Iterator[str | None] = itertools.chain([after], _boundaries(client, db, after, page_size))
-    pool = ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix=f"pages-{db}")
-    pending: deque[tuple[str | None, Future[bytes]]] = deque()
-    low = next(starts)
-
-    def schedule() -> None:
-        nonlocal low
-        while low is not _DONE and len(pending) < prefetch:
-            high = next(starts, None)
-            pending.append((low, pool.submit(_fetch_page, client, db, low, high)))
-            low = high if high is not None else _DONE
-
-    try:
-        schedule()
-        while pending:
-            page_low, future = pending.popleft()
-            raw = future.result()
-            schedule()  # the next fetch starts before this page is decoded
+    what = f"reading documents of '{db}'"
+    while True:
+        limit, received, faults = page_size(), 0, 0
+        while True:  # one page; after a fault inside the body, the rest of it from the last row received
+            kwargs: dict[str, Any] = {"db": db, "include_docs": True, "end_key": END_KEY, "limit": limit - received}
+            if last_id is not None:
+                kwargs.update(start_key=last_id, limit=kwargs["limit"] + 1)
+            response = call(what, where, lambda kwargs=kwargs: client.post_all_docs_as_stream(**kwargs).get_result())
             docs: list[dict[str, Any]] = []
+            skip = last_id
             try:
-                for row in iter_rows([raw]):
-                    if page_low is not None and page_low == after and row.get("id") == after:
-                        continue  # resuming: `after` itself was already backed up
+                for row in iter_rows(response.iter_content(STREAM_CHUNK)):
+                    if skip is not None and row.get("id") == skip:
+                        skip = None
+                        continue
+                    skip = None
+                    received += 1
+                    last_id = row["id"]
                     if row.get("doc") is not None:
                         docs.append(row["doc"])
                         if len(docs) >= batch:
                             yield docs
                             docs = []
-            except RowsFormatError as exc:
-                raise describe(exc, f"reading documents of '{db}'", where) from None
-            del raw
-            if docs:
-                yield docs
-    finally:
-        for _, future in pending:
-            future.cancel()
-        pool.shutdown(wait=False, cancel_futures=True)
+                if docs:
+                    yield docs
+                break
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError,
+                    RowsFormatError) as exc:
+                faults += 1
+                if faults > BODY_RETRIES:
+                    raise describe(exc, what, where) from None
+                if docs:
+                    yield docs  # rows already decoded are good: keep them, continue after them
+                time.sleep(min(2 ** faults, 10))
+            finally:
+                response.close()
+        if received < limit:
+            return
 
 
 def iter_changes(client: CloudantV1, db: str, since: Any, limit: int) -> Iterator[tuple[list[dict[str, Any]], Any, Any]]:
