@@ -33,7 +33,9 @@ DB = "bench"
 # Above this many documents the default is pouchdb-server on disk: in memory it holds ~5.6 KB per
 # ~300 B document (~560 MB per 100k), and a restore target needs as much again.
 IN_MEMORY_MAX_DOCS = 250_000
-TUNABLE_NAMES = {t.name for t in TUNABLES}
+# Integer knobs, plus the flags that change how the backup reads.
+FLAG_NAMES = {"CLOUDANT_PLAIN_RESPONSES"}
+TUNABLE_NAMES = {t.name for t in TUNABLES} | FLAG_NAMES
 
 
 def _csv(choices: tuple[str, ...] | list[str]) -> Any:
@@ -140,7 +142,7 @@ def run(ns: argparse.Namespace) -> int:
     workdir = ns.workdir or Path(tempfile.mkdtemp(prefix="cloudant-cos-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     machine["code"] = snapshot_code(workdir)
-    knobs = {t.name: t.default for t in TUNABLES} | {k: int(v) for k, v in params.items()}
+    knobs = {t.name: t.default for t in TUNABLES} | {k: (v if k in FLAG_NAMES else int(v)) for k, v in params.items()}
     settings = {
         "docs": ns.docs, "mixed": ns.mixed, "repeat": ns.repeat, "conditions": ns.conditions, "clients": ns.only,
         "pouchdb": "in-memory" if in_memory else "on-disk", "timeout_s": ns.timeout, "our_parameters": knobs,
