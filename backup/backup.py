@@ -143,10 +143,8 @@ class _Reader:
                     yield Line(docs_line(pending), mark, len(pending))
                     pending = []
             self.final_seq = last_seq
-            if pending and self._time_is_up():
-                return  # the pending docs are re-read from page_since next time
             if self._time_is_up():
-                return
+                return  # docs still pending are re-read next time, from the last line's mark
         if pending:
             yield Line(docs_line(pending), self.final_seq, len(pending))
 
@@ -155,8 +153,7 @@ def _owner() -> str:
     return os.environ.get("__OW_ACTIVATION_ID") or f"pid{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def _start_plan(config: Config, s3: Any, info: dict[str, Any], store: CheckpointStore, log: Log,
-                started: datetime) -> Checkpoint:
+def _start_plan(config: Config, s3: Any, info: dict[str, Any], log: Log, started: datetime) -> Checkpoint:
     """A new backup: full, or incremental after the newest complete backup of this database."""
     db = config.db
     assert db is not None
@@ -211,7 +208,7 @@ def run_backup(config: Config, log: Log, now: datetime | None = None, deadline: 
         log.info("backup_resumed", database=db, key=cp.key, parts=len(cp.parts), invocation=cp.invocations + 1,
                  docs=cp.tail["docs"] if cp.tail else (cp.parts[-1]["docs"] if cp.parts else 0))
     else:
-        cp = _start_plan(config, s3, info, store, log, now or datetime.now(UTC))
+        cp = _start_plan(config, s3, info, log, now or datetime.now(UTC))
         log.info("backup_started", database=db, bucket=bucket, key=cp.key, kind=cp.kind, base=cp.base,
                  doc_count=cp.doc_count, update_seq=cp.update_seq)
     # The metadata line comes from the plan alone, so a continued backup writes the same bytes.
