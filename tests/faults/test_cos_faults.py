@@ -1,0 +1,216 @@
+"""Faults between the action and S3 (a FaultProxy in front of SeaweedFS): the multipart upload of a backup,
+the manifest, and the streamed reads of restore and verify.
+
+SeaweedFS checks SigV4 signatures, which sign the Host header: the proxy forwards Host as the client sent
+it (its own host:port). Rewriting Host to the upstream's breaks every request (shown below).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from ibm_botocore.exceptions import ClientError
+
+from devstack import Fault, FaultProxy
+from tests.faults.outcomes import (
+    ABORT_UPLOAD,
+    COMPLETE_UPLOAD,
+    CREATE_UPLOAD,
+    UPLOAD_PART,
+    assert_backup_completed,
+    assert_failed_cleanly,
+    docs_of,
+    get_object,
+    timed,
+    unique,
+    via,
+)
+from tests.helpers import cos_params, couch_params, incomplete_uploads, keys_in, live_docs
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(120)]
+
+MANIFEST_PUT = r"^PUT /[^?]+\.manifest\.json$"
+
+
+@pytest.fixture
+def backup_params(couch, seaweed, bucket, big_db, s3_proxy) -> dict[str, Any]:
+    """Back up big_db (two 5 MiB parts) through the S3 proxy into a fresh bucket."""
+    params = {**couch_params(couch, big_db), **cos_params(seaweed, bucket), "PART_SIZE_MB": 5, "DOCS_PER_LINE": 300}
+    return via(s3_proxy, params, "COS_ENDPOINT")
+
+
+def _direct(params: dict[str, Any], seaweed) -> dict[str, Any]:
+    return {**params, "COS_ENDPOINT": seaweed.endpoint}
+
+
+def test_hmac_signatures_pass_the_proxy_only_with_the_host_header_kept(seaweed, bucket, s3_client):
+    """SeaweedFS validates SigV4 over the Host header: a proxy must not rewrite it."""
+    for preserve_host in (True, False):
+        with FaultProxy(seaweed.endpoint, flavor="s3", preserve_host=preserve_host) as proxy:
+            client = _client_via(seaweed, proxy.url)
+            if preserve_host:
+                client.put_object(Bucket=bucket, Key="through-proxy", Body=b"signed")
+            else:
+                with pytest.raises(ClientError, match="SignatureDoesNotMatch"):
+                    client.put_object(Bucket=bucket, Key="rewritten-host", Body=b"signed")
+    assert keys_in(s3_client, bucket) == ["through-proxy"]
+
+
+def _client_via(seaweed, url: str) -> Any:
+    import ibm_boto3
+    from ibm_botocore.client import Config
+
+    return ibm_boto3.client("s3", endpoint_url=url, aws_access_key_id=seaweed.access_key,
+                            aws_secret_access_key=seaweed.secret_key, region_name="us-east-1",
+                            config=Config(signature_version="s3v4", retries={"max_attempts": 1}))
+
+
+# ---------------------------------------------------------------------------------------- backup, transient
+
+
+@pytest.mark.parametrize(("where", "fault", "skip"), [
+    pytest.param(UPLOAD_PART, lambda: Fault.status(503, times=2), 1, id="part-2-503-SlowDown-x2"),
+    pytest.param(UPLOAD_PART, lambda: Fault.status(500, times=2), 0, id="part-1-500-x2"),
+    pytest.param(UPLOAD_PART, lambda: Fault.cut_request(1_000_000), 1, id="part-2-upload-cut-at-1MB"),
+    pytest.param(UPLOAD_PART, lambda: Fault.stall(3), 0, id="part-1-stalled-past-REQUEST_TIMEOUT"),
+    pytest.param(CREATE_UPLOAD, lambda: Fault.refuse(), 0, id="create-upload-connection-dropped"),
+    pytest.param(UPLOAD_PART, lambda: Fault.stall(3, where="response"), 1, id="part-2-stored-but-answer-late"),
+    pytest.param(COMPLETE_UPLOAD, lambda: Fault.status(502, times=2), 0, id="complete-502-x2"),
+    # SeaweedFS (like S3) answers a repeated CompleteMultipartUpload of a completed upload with success
+    pytest.param(COMPLETE_UPLOAD, lambda: Fault.stall(3, where="response"), 0, id="complete-done-but-answer-late"),
+    pytest.param(COMPLETE_UPLOAD, lambda: Fault.cut_mid_body(100), 0, id="complete-done-but-answer-cut"),
+    pytest.param(MANIFEST_PUT, lambda: Fault.status(503, times=2), 0, id="manifest-503-x2"),
+    pytest.param(r"^HEAD ", lambda: Fault.status(500, times=2), 0, id="bucket-check-500-x2"),
+])
+def test_a_transient_s3_fault_still_completes_the_backup(couch, big_db, seaweed, bucket, s3_client, s3_proxy,
+                                                         backup_params, where, fault, skip):
+    s3_proxy.add_rule(where, fault(), skip=skip)
+    result, _, elapsed = timed({**backup_params, "REQUEST_TIMEOUT": 2})
+    assert_backup_completed(result, couch, big_db, s3_client, bucket, _direct(backup_params, seaweed), restore=False)
+    assert result["parts"] == 2 and s3_proxy.faults >= 1 and elapsed < 45
+
+
+@pytest.mark.xfail(reason="BUG: ibm_botocore's 'standard' retry mode (backup/cos.py make_client) does not retry a 429 "
+                          "whose error code is not in its throttling list, and never reads Retry-After", strict=True)
+def test_s3_429_with_retry_after_is_retried_and_the_backup_completes(couch, big_db, seaweed, bucket, s3_client,
+                                                                     s3_proxy, backup_params):
+    s3_proxy.add_rule(UPLOAD_PART, Fault.status(429, retry_after=1, times=2), skip=1)
+    result, _, _ = timed(backup_params)
+    assert_backup_completed(result, couch, big_db, s3_client, bucket, _direct(backup_params, seaweed), restore=False)
+
+
+# ---------------------------------------------------------------------------------------- backup, persistent
+
+
+@pytest.mark.parametrize(("where", "fault", "fragments"), [
+    pytest.param(UPLOAD_PART, lambda: Fault.status(503, times=None), ("uploading part 1", "SlowDown"), id="part-503"),
+    pytest.param(UPLOAD_PART, lambda: Fault.stall(30, times=None), ("uploading part 1", "Read timeout"),
+                 id="part-stalled"),
+    pytest.param(UPLOAD_PART, lambda: Fault.cut_request(100_000, times=None), ("uploading part 1", "Connection"),
+                 id="part-upload-cut"),
+    pytest.param(COMPLETE_UPLOAD, lambda: Fault.status(500, times=None), ("completing upload", "InternalError"),
+                 id="complete-500"),
+    pytest.param(MANIFEST_PUT, lambda: Fault.status(503, times=None), ("writing cos://", ".manifest.json", "SlowDown"),
+                 id="manifest-503"),
+    pytest.param(r".", lambda: Fault.refuse(times=None), ("checking bucket", "Connection"), id="s3-unreachable"),
+])
+def test_a_persistent_s3_fault_fails_cleanly_and_a_retry_succeeds(couch, big_db, seaweed, bucket, s3_client, s3_proxy,
+                                                                  backup_params, where, fault, fragments):
+    args = {**backup_params, "MAX_RETRIES": 0, "REQUEST_TIMEOUT": 2}
+    s3_proxy.add_rule(where, fault())
+    result, _, elapsed = timed(args)
+    assert_failed_cleanly(result, "cos", fragments, s3_client, bucket, big_db, elapsed, within=40)
+
+    s3_proxy.clear()
+    retried, _, _ = timed(args)
+    assert_backup_completed(retried, couch, big_db, s3_client, bucket, _direct(args, seaweed), restore=False)
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+@pytest.mark.xfail(reason="BUG: backup/cos.py make_client passes retries={'max_attempts': MAX_RETRIES + 1}, but "
+                          "botocore's 'max_attempts' counts retries, not attempts: every COS request is tried "
+                          "MAX_RETRIES + 2 times (MAX_RETRIES=0 still retries once)", strict=True)
+def test_max_retries_is_the_number_of_retries_of_one_request(big_db, bucket, s3_client, s3_proxy, backup_params,
+                                                              retries):
+    rule = s3_proxy.add_rule(UPLOAD_PART, Fault.status(503, times=None))
+    result, _, _ = timed({**backup_params, "MAX_RETRIES": retries})
+    assert result.get("kind") == "cos", result
+    assert rule.hits == retries + 1
+
+
+def test_an_abort_that_fails_too_is_logged_with_the_upload_id(big_db, seaweed, bucket, s3_client, s3_proxy,
+                                                              backup_params):
+    """The part fails and so does the abort: the leftover upload is named so it can be cleaned up."""
+    s3_proxy.add_rule(UPLOAD_PART, Fault.status(503, times=None))
+    s3_proxy.add_rule(ABORT_UPLOAD, Fault.status(503, times=None))
+    result, log, _ = timed({**backup_params, "MAX_RETRIES": 0})
+    assert result.get("kind") == "cos" and "uploading part 1" in result["error"], result
+    [failed] = log.events("abort_failed")
+    [upload] = incomplete_uploads(s3_client, bucket)
+    assert failed["upload_id"] == upload["UploadId"] and "AbortIncompleteMultipartUpload" in failed["hint"]
+    s3_client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+
+
+# ---------------------------------------------------------------------------------------- restore and verify
+
+
+@pytest.fixture
+def read_params(couch, seaweed, module_bucket, small_backup, s3_proxy) -> dict[str, Any]:
+    """Restore/verify small_backup, reading it through the S3 proxy."""
+    params = {**couch_params(couch, unique("target")), **cos_params(seaweed, module_bucket), "COS_KEY": small_backup["key"],
+              "CREATE_TARGET": True, "REQUEST_TIMEOUT": 2}
+    return via(s3_proxy, params, "COS_ENDPOINT")
+
+
+def _assert_restored(couch, s3, bucket, key, result, params) -> None:
+    assert result.get("ok") is True, result
+    expected = docs_of(s3, bucket, key)
+    assert result["docs"] == len(expected)
+    assert live_docs(couch, params["CLOUDANT_DB"]) == expected
+
+
+READ_FAULTS = [
+    pytest.param(lambda: Fault.status(503, times=2), id="get-503-x2"),
+    pytest.param(lambda: Fault.refuse(), id="get-connection-dropped"),
+    pytest.param(lambda: Fault.stall(6), id="get-stalled-past-REQUEST_TIMEOUT"),
+    pytest.param(lambda: Fault.slow(1_000_000), id="get-slowed-to-1MB/s"),
+]
+CUT_GET = pytest.param(
+    lambda: Fault.cut_mid_body(200_000), id="get-cut-mid-body",
+    marks=pytest.mark.xfail(reason="BUG: backup/cos.py iter_chunks does not resume a GET whose body is cut (no "
+                                   "ranged re-GET): one dropped connection fails restore and verify", strict=True),
+)
+
+
+@pytest.mark.parametrize("fault", [*READ_FAULTS, CUT_GET])
+def test_a_transient_fault_reading_the_object_still_completes_the_restore(couch, module_bucket, small_backup, s3_client,
+                                                                          s3_proxy, read_params, fault):
+    s3_proxy.add_rule(get_object(module_bucket, small_backup["key"]), fault())
+    result, _, elapsed = timed({**read_params, "OPERATION": "restore"})
+    _assert_restored(couch, s3_client, module_bucket, small_backup["key"], result, read_params)
+    assert s3_proxy.faults >= 1 and elapsed < 30
+
+
+@pytest.mark.parametrize("fault", [*READ_FAULTS, CUT_GET])
+def test_a_transient_fault_reading_the_object_still_verifies(module_bucket, small_backup, s3_proxy, read_params, fault):
+    s3_proxy.add_rule(get_object(module_bucket, small_backup["key"]), fault())
+    result, _, elapsed = timed({**read_params, "OPERATION": "verify"})
+    assert result.get("ok") is True, result
+    assert result["sha256"] == small_backup["sha256"] and result["docs"] == small_backup["docs"]
+    assert s3_proxy.faults >= 1 and elapsed < 30
+
+
+def test_a_persistent_fault_reading_the_object_fails_the_restore_cleanly(couch, module_bucket, small_backup, s3_client,
+                                                                         s3_proxy, read_params):
+    args = {**read_params, "OPERATION": "restore", "MAX_RETRIES": 1}
+    s3_proxy.add_rule(get_object(module_bucket, small_backup["key"]), Fault.status(503, times=None))
+    result, _, elapsed = timed(args)
+    fragments = (f"reading cos://{module_bucket}/{small_backup['key']}", "SlowDown",
+                 f"'{args['CLOUDANT_DB']}' was not written to")
+    assert_failed_cleanly(result, "cos", fragments, s3_client, module_bucket, args["CLOUDANT_DB"], elapsed, within=20)
+    assert live_docs(couch, args["CLOUDANT_DB"]) == []  # nothing was written
+
+    s3_proxy.clear()
+    retried, _, _ = timed(args)  # the target is still empty: the same invocation now succeeds
+    _assert_restored(couch, s3_client, module_bucket, small_backup["key"], retried, args)
