@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import ibm_boto3
+import urllib3
 from ibm_botocore.client import Config as BotoConfig
 from ibm_botocore.exceptions import BotoCoreError, ClientError
 
@@ -24,6 +26,8 @@ from backup.parts import MAX_PARTS, part_size
 T = TypeVar("T")
 # Read size when streaming an object back: big enough to keep the reader fast, small enough to stay flat.
 READ_CHUNK = 1024 * 1024
+# Ranged re-GETs of one object after its body was cut, before giving up.
+BODY_RESUMES = 3
 
 
 def make_client(cfg: CosConfig, timeout: int, max_retries: int) -> Any:
@@ -32,7 +36,8 @@ def make_client(cfg: CosConfig, timeout: int, max_retries: int) -> Any:
         signature_version="oauth" if cfg.auth == "iam" else "s3v4",
         connect_timeout=min(timeout, 30),
         read_timeout=timeout,
-        retries={"max_attempts": max_retries + 1, "mode": "standard"},
+        # total_max_attempts counts the first try too (max_attempts would mean retries in one mode, tries in another)
+        retries={"total_max_attempts": max_retries + 1, "mode": "standard"},
     )
     kwargs: dict[str, Any] = {"endpoint_url": cfg.endpoint, "config": boto_cfg, "verify": cfg.verify_tls}
     if cfg.auth == "iam":
@@ -45,7 +50,28 @@ def make_client(cfg: CosConfig, timeout: int, max_retries: int) -> Any:
     else:
         assert cfg.secret_access_key is not None
         kwargs.update(aws_access_key_id=cfg.access_key_id, aws_secret_access_key=cfg.secret_access_key.reveal())
-    return ibm_boto3.client("s3", **kwargs)
+    client = ibm_boto3.client("s3", **kwargs)
+    client.meta.events.register("needs-retry.s3", _retry_too_many_requests(max_retries))
+    return client
+
+
+def _retry_too_many_requests(max_retries: int) -> Callable[..., float | None]:
+    """botocore's standard retries skip a 429 whose error code is not on its throttling list and never read
+    Retry-After; this handler (asked only when those say no) retries it, waiting what the server asks."""
+
+    def handler(response: Any = None, attempts: int = 0, **_: Any) -> float | None:
+        if response is None or attempts > max_retries:
+            return None
+        http = response[0]
+        if getattr(http, "status_code", None) != 429:
+            return None
+        try:
+            wait = float(http.headers.get("Retry-After", ""))
+        except ValueError:
+            wait = min(2.0 ** attempts, 20.0) * random.uniform(0.5, 1.0)
+        return min(max(wait, 0.1), 60.0)
+
+    return handler
 
 
 _HINTS = {
@@ -70,6 +96,9 @@ def describe(exc: BaseException, what: str) -> CosError:
         hint = _HINTS.get(code) or f"{code or status}: {error.get('Message') or exc}"
         return CosError(f"{what}: {hint}")
     if isinstance(exc, BotoCoreError):
+        if "Credential" in type(exc).__name__ or "token" in str(exc).lower():
+            return CosError(f"{what}: IAM authentication failed: the token endpoint refused COS_API_KEY "
+                            f"(check COS_API_KEY and IAM_TOKEN_URL): {exc}")
         return CosError(f"{what}: {exc}")
     text = str(exc)
     if "token" in text.lower() or "iam" in type(exc).__name__.lower():
@@ -285,11 +314,30 @@ def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
 
 
 def iter_chunks(s3: Any, bucket: str, key: str) -> Iterator[bytes]:
-    """The object's bytes as a stream of chunks: memory holds one chunk, whatever the object size."""
+    """The object's bytes as a stream of chunks: memory holds one chunk, whatever the object size.
+
+    A connection cut mid-body is resumed with a ranged GET from the last byte received (If-Match on the
+    ETag, so the bytes still come from the same object), up to BODY_RESUMES times.
+    """
     what = f"reading {where(bucket, key)}"
-    body = call(what, lambda: s3.get_object(Bucket=bucket, Key=key))["Body"]
+    response = call(what, lambda: s3.get_object(Bucket=bucket, Key=key))
+    etag, body, offset, resumes = response.get("ETag"), response["Body"], 0, 0
     try:
-        while chunk := call(what, lambda: body.read(READ_CHUNK)):
+        while True:
+            try:
+                chunk = body.read(READ_CHUNK)
+            except (BotoCoreError, OSError, ValueError, urllib3.exceptions.HTTPError) as exc:  # cut, timed out, short
+                resumes += 1
+                if resumes > BODY_RESUMES:
+                    raise describe(exc, what) from None
+                body.close()
+                extra = {"IfMatch": etag} if etag else {}
+                body = call(what, lambda offset=offset, extra=extra: s3.get_object(
+                    Bucket=bucket, Key=key, Range=f"bytes={offset}-", **extra))["Body"]
+                continue
+            if not chunk:
+                return
+            offset += len(chunk)
             yield chunk
     finally:
         body.close()

@@ -10,6 +10,7 @@ and verify can say which part is damaged.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -50,3 +51,47 @@ class Manifest:
             raise ValueError("not a cloudant-cos-backup manifest")
         names = cls.__dataclass_fields__
         return cls(**{name: value[name] for name in names if name in value})
+
+
+class PartHasher:
+    """Hashes a stream part by part, at the part sizes the backup recorded, as the bytes pass through."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.sizes = sizes
+        self.digests: list[str] = []
+        self.size = 0
+        self._current = hashlib.sha256()
+        self._left = sizes[0] if sizes else 0
+
+    def through(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self.size += len(chunk)
+            view = memoryview(chunk)
+            while view:
+                if len(self.digests) >= len(self.sizes):  # more bytes than the parts recorded
+                    self._current.update(view)
+                    break
+                take = view[: self._left]
+                self._current.update(take)
+                self._left -= len(take)
+                view = view[len(take):]
+                if self._left == 0:
+                    self.digests.append(self._current.hexdigest())
+                    self._current = hashlib.sha256()
+                    if len(self.digests) < len(self.sizes):
+                        self._left = self.sizes[len(self.digests)]
+            yield chunk
+
+    def mismatches(self, manifest: Manifest) -> list[str]:
+        """What differs between the bytes seen and what the backup recorded (empty: they match)."""
+        problems = []
+        if self.size != manifest.bytes:
+            problems.append(f"size is {self.size} bytes, the backup wrote {manifest.bytes}")
+        damaged = [str(i + 1) for i, (seen, wrote) in enumerate(zip(self.digests, manifest.parts, strict=False))
+                   if seen != wrote["sha256"]]
+        if damaged:
+            problems.append(f"sha256 differs from the one recorded at backup time in part(s) {', '.join(damaged[:10])}: "
+                            "the content changed")
+        elif combined_sha256(self.digests) != manifest.sha256 and self.size == manifest.bytes:
+            problems.append("its sha256 differs from the one recorded at backup time: the content changed")
+        return problems

@@ -22,6 +22,7 @@ from backup.errors import BackupError, CloudantError, CosError, DatabaseNotEmpty
 from backup.format import LineDecoder, split_lines
 from backup.keys import parse_backup_key
 from backup.log import Log
+from backup.manifest import Manifest, PartHasher
 
 
 def _prepare_target(client: Any, db: str, create: bool, allow_non_empty: bool, log: Log) -> None:
@@ -60,21 +61,28 @@ def _write_batch(client: Any, db: str, docs: list[dict[str, Any]], number: int, 
     return len(docs)
 
 
-def _chain_for(s3: Any, bucket: str, prefix: str, key: str) -> list[str]:
-    """The keys to apply in order: the chain of an incremental, or just the key (a full or foreign file)."""
+def _chain_for(s3: Any, bucket: str, prefix: str, key: str) -> list[tuple[str, Manifest | None]]:
+    """The objects to apply in order, each with its manifest: the chain of an incremental, or just the key
+    (a full backup, or a foreign file such as couchbackup's, which has no manifest)."""
     name = parse_backup_key(key, prefix)
     if name is None:
-        return [key]
+        return [(key, None)]
     entries = find_backups(s3, bucket, prefix, name.db)
     if not any(e.name.key == key and e.manifest is not None for e in entries):
-        return [key]  # e.g. a file made by couchbackup: no manifest, no chain
-    return [e.name.key for e in restore_chain(entries, key)]
+        return [(key, None)]
+    return [(e.name.key, e.manifest) for e in restore_chain(entries, key)]
 
 
-def _apply(client: Any, s3: Any, bucket: str, key: str, db: str, batch_size: int, pool: ThreadPoolExecutor,
-           parallelism: int, totals: dict[str, Any]) -> None:
-    """Stream one object into the database: lines -> batches -> `_bulk_docs` (parallelism in flight)."""
+def _apply(client: Any, s3: Any, bucket: str, key: str, manifest: Manifest | None, db: str, batch_size: int,
+           pool: ThreadPoolExecutor, parallelism: int, totals: dict[str, Any]) -> None:
+    """Stream one object into the database: lines -> batches -> `_bulk_docs` (parallelism in flight).
+
+    With a manifest, the bytes are checked against it on the way (size, per-part sha256, doc count): a
+    truncated or altered object fails the restore instead of restoring silently less.
+    """
     decoder = LineDecoder()
+    hasher = PartHasher([p["size"] for p in manifest.parts]) if manifest is not None else None
+    docs_seen = 0
     in_flight: deque[Future[int]] = deque()
     batch: list[dict[str, Any]] = []
     first_line = 0
@@ -92,10 +100,12 @@ def _apply(client: Any, s3: Any, bucket: str, key: str, db: str, batch_size: int
         drain(parallelism)
 
     try:
-        for raw, _ in split_lines(cos.iter_chunks(s3, bucket, key)):
+        chunks = cos.iter_chunks(s3, bucket, key)
+        for raw, _ in split_lines(hasher.through(chunks) if hasher is not None else chunks):
             line = decoder.decode(raw)
             if line is None or not line.docs:
                 continue
+            docs_seen += len(line.docs)
             for doc in line.docs:
                 if not batch:
                     first_line = line.number
@@ -104,9 +114,19 @@ def _apply(client: Any, s3: Any, bucket: str, key: str, db: str, batch_size: int
                     submit()
         if decoder.number == 0:
             raise FormatError(f"restoring {cos.where(bucket, key)}: the object is empty")
+        if decoder.metadata is None and docs_seen == 0 and decoder.skipped:
+            raise FormatError(f"restoring {cos.where(bucket, key)}: none of its {decoder.number} lines is a backup line: "
+                              "this is not a backup file")
         if batch:
             submit()
         drain(0)
+        if hasher is not None and manifest is not None:
+            problems = hasher.mismatches(manifest)
+            if docs_seen != manifest.docs:
+                problems.append(f"it holds {docs_seen} documents, the backup wrote {manifest.docs}")
+            if problems:
+                raise FormatError(f"restoring {cos.where(bucket, key)}: the object does not match its manifest "
+                                  f"(truncated or altered): {'; '.join(problems)}")
     finally:
         for future in in_flight:
             future.cancel()
@@ -129,13 +149,13 @@ def run_restore(config: Config, log: Log) -> dict[str, Any]:
         raise CosError(f"restoring {cos.where(bucket, key)}: no such object; see `python -m backup list`")
     chain = _chain_for(s3, bucket, prefix, key)
     _prepare_target(client, db, config.create_target, config.allow_non_empty, log)
-    log.info("restore_started", database=db, bucket=bucket, key=key, chain=chain)
+    log.info("restore_started", database=db, bucket=bucket, key=key, chain=[k for k, _ in chain])
 
     totals: dict[str, Any] = {"docs": 0, "batches": 0, "skipped_lines": []}
     with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="restore") as pool:
-        for applied, object_key in enumerate(chain):
+        for applied, (object_key, manifest) in enumerate(chain):
             try:
-                _apply(client, s3, bucket, object_key, db, batch_size, pool, parallelism, totals)
+                _apply(client, s3, bucket, object_key, manifest, db, batch_size, pool, parallelism, totals)
             except BackupError as exc:
                 state = ("may now hold a partial restore: delete it before retrying" if totals["batches"] or applied
                          else "was not written to")
@@ -148,7 +168,7 @@ def run_restore(config: Config, log: Log) -> dict[str, Any]:
         "docs_per_second": round(totals["docs"] / seconds, 1) if seconds else None,
     }
     if len(chain) > 1:
-        result["chain"] = chain
+        result["chain"] = [k for k, _ in chain]
     if totals["skipped_lines"]:
         result["skipped_lines"] = totals["skipped_lines"][:100]
     log.info("restore_finished", **result)
