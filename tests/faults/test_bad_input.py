@@ -141,10 +141,7 @@ CASES = [
      ["COS_SECRET_ACCESS_KEY"]),
     ("cloudant-iam-key-refused", _iam_cloudant, "cloudant", ["IAM token endpoint refused CLOUDANT_IAM_KEY"]),
     ("cos-iam-key-refused", _iam_cos, "cos", ["checking bucket", "/identity/token", "Provided API key could not be found"]),
-    pytest.param("cos-iam-key-refused-names-COS_API_KEY", _iam_cos, "cos", ["COS_API_KEY"], marks=pytest.mark.xfail(
-        reason="BUG: backup/cos.py describe() returns BotoCoreError text as is, and ibm_botocore's "
-               "CredentialRetrievalError is one: the 'IAM authentication failed (check COS_API_KEY and IAM_TOKEN_URL)' "
-               "branch is never reached, so the message does not say which key was refused", strict=True)),
+    pytest.param("cos-iam-key-refused-names-COS_API_KEY", _iam_cos, "cos", ["COS_API_KEY"]),
     ("restore-into-non-empty-db", _non_empty_target, "target_not_empty",
      ["is not empty", "ALLOW_NON_EMPTY_TARGET"]),
     ("unknown-operation", lambda s: {**s.params(), "OPERATION": "backpu"}, "config",
@@ -213,10 +210,11 @@ def _with_attachments(body: bytes) -> bytes:
 OBJECTS = [
     ("empty", lambda b: b"", True, ("format", "the object is empty"), ("format", "size is 0 bytes")),
     ("not-ours-random-text", lambda b: b"Lorem ipsum dolor\nsit amet \x00\xff\xfe\n" + os.urandom(64), False,
-     None, ("format", "it has no manifest")),
+     ("format", "this is not a backup file"), ("format", "it has no manifest")),
     ("truncated-mid-line", lambda b: b[: len(b) - 25], True,
      ("format", "Error on line 5 of backup file - cannot parse as JSON"), ("format", "truncated: line 5 is cut short")),
-    ("truncated-at-a-line-end", lambda b: _join(_lines(b)[:-1]), True, None,
+    ("truncated-at-a-line-end", lambda b: _join(_lines(b)[:-1]), True,
+     ("format", "does not match its manifest (truncated or altered)"),
      ("format", "it holds 9 documents, the backup wrote 12")),
     ("broken-line", lambda b: _replace(b, 3, _lines(b)[2][:-9] + b"garbage"), True,
      ("format", "Error on line 3 of backup file - cannot parse as JSON"),
@@ -227,12 +225,7 @@ OBJECTS = [
     ("made-with-attachments", _with_attachments, True, ("format", "made with attachments"),
      ("format", "made with attachments")),
 ]
-BUG_RESTORE = {
-    "not-ours-random-text": "BUG: restore of a file in which no line is a backup line (random text, no metadata line) "
-                            "reports ok with 0 docs and skipped_lines instead of a format error (backup/restore.py)",
-    "truncated-at-a-line-end": "BUG: restore ignores the manifest beside the object: a backup truncated at a line end "
-                               "restores 'ok' with 9 of 12 docs (backup/restore.py does not check docs/bytes/sha256)",
-}
+BUG_RESTORE: dict[str, str] = {}  # case id -> reason, for a known bug (strict xfail)
 
 
 def _bad_object(s3, bucket: str, case_id: str, make, keep_manifest: bool, good, seaweed) -> str:

@@ -91,8 +91,6 @@ def test_a_transient_s3_fault_still_completes_the_backup(couch, big_db, seaweed,
     assert result["parts"] == 2 and s3_proxy.faults >= 1 and elapsed < 45
 
 
-@pytest.mark.xfail(reason="BUG: ibm_botocore's 'standard' retry mode (backup/cos.py make_client) does not retry a 429 "
-                          "whose error code is not in its throttling list, and never reads Retry-After", strict=True)
 def test_s3_429_with_retry_after_is_retried_and_the_backup_completes(couch, big_db, seaweed, bucket, s3_client,
                                                                      s3_proxy, backup_params):
     s3_proxy.add_rule(UPLOAD_PART, Fault.status(429, retry_after=1, times=2), skip=1)
@@ -128,9 +126,6 @@ def test_a_persistent_s3_fault_fails_cleanly_and_a_retry_succeeds(couch, big_db,
 
 
 @pytest.mark.parametrize("retries", [0, 1])
-@pytest.mark.xfail(reason="BUG: backup/cos.py make_client passes retries={'max_attempts': MAX_RETRIES + 1}, but "
-                          "botocore's 'max_attempts' counts retries, not attempts: every COS request is tried "
-                          "MAX_RETRIES + 2 times (MAX_RETRIES=0 still retries once)", strict=True)
 def test_max_retries_is_the_number_of_retries_of_one_request(big_db, bucket, s3_client, s3_proxy, backup_params,
                                                               retries):
     rule = s3_proxy.add_rule(UPLOAD_PART, Fault.status(503, times=None))
@@ -177,9 +172,7 @@ READ_FAULTS = [
     pytest.param(lambda: Fault.slow(1_000_000), id="get-slowed-to-1MB/s"),
 ]
 CUT_GET = pytest.param(
-    lambda: Fault.cut_mid_body(200_000), id="get-cut-mid-body",
-    marks=pytest.mark.xfail(reason="BUG: backup/cos.py iter_chunks does not resume a GET whose body is cut (no "
-                                   "ranged re-GET): one dropped connection fails restore and verify", strict=True),
+    lambda: Fault.cut_mid_body(200_000), id="get-cut-mid-body"
 )
 
 
