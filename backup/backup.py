@@ -220,7 +220,7 @@ def run_backup(config: Config, log: Log, now: datetime | None = None, deadline: 
     reader = _Reader(client, db, pipe, config, cp, deadline, first_line, log)
     upload = cos.MultipartUpload(s3, bucket, cp.key, config.tune("PART_SIZE_MB") * MIB, log,
                                  metadata={"database": db, "tool": "cloudant-cos-backup"},
-                                 upload_id=cp.upload_id or None, parts=cp.parts)
+                                 upload_id=cp.upload_id or None, parts=cp.parts, deadline=deadline)
     stopped = False
     tracked = resumed  # a checkpoint in the bucket refers to this upload
     try:
@@ -236,22 +236,26 @@ def run_backup(config: Config, log: Log, now: datetime | None = None, deadline: 
             if tail:
                 upload.write(tail, cp.tail["mark"], cp.tail["docs"] - upload.docs, cp.tail["lines"] - upload.lines)
             reader.thread.start()
-            while True:
-                if deadline.reached():
-                    stopped = True
-                    break
-                try:
-                    line = pipe.get(timeout=0.25)
-                except TimeoutError:
-                    continue
-                if line is None:
-                    stopped = reader.stopped
-                    break
-                upload.write(line.data, line.mark, line.docs)
+            try:
+                while True:
+                    if deadline.reached():
+                        stopped = True
+                        break
+                    try:
+                        line = pipe.get(timeout=0.25)
+                    except TimeoutError:
+                        continue
+                    if line is None:
+                        stopped = reader.stopped
+                        break
+                    upload.write(line.data, line.mark, line.docs)
+                if not stopped:
+                    upload.complete()
+            except cos.PartStalled:
+                stopped = True  # a part upload outlived the deadline: checkpoint without it
             pipe.cancel()
             if stopped:
                 return _checkpoint(config, store, cp, upload, log, started_at)
-            upload.complete()
     except BaseException:
         pipe.cancel()
         if tracked:

@@ -11,6 +11,7 @@ import json
 import random
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any, TypeVar
 
 import ibm_boto3
@@ -19,6 +20,7 @@ from ibm_botocore.client import Config as BotoConfig
 from ibm_botocore.exceptions import BotoCoreError, ClientError
 
 from backup.config import CosConfig
+from backup.deadline import Deadline
 from backup.errors import CosError
 from backup.log import Log
 from backup.parts import MAX_PARTS, part_size
@@ -122,6 +124,10 @@ def check_bucket(s3: Any, bucket: str) -> None:
     call(f"checking bucket {where(bucket)}", lambda: s3.head_bucket(Bucket=bucket))
 
 
+class PartStalled(Exception):
+    """A part upload is still running when the deadline comes: the backup must checkpoint without it."""
+
+
 class MultipartUpload:
     """A multipart upload that either completes or is aborted: never left half-done by a failure.
 
@@ -134,8 +140,9 @@ class MultipartUpload:
 
     def __init__(self, s3: Any, bucket: str, key: str, base_part_size: int, log: Log,
                  metadata: dict[str, str] | None = None, upload_id: str | None = None,
-                 parts: list[dict[str, Any]] | None = None) -> None:
+                 parts: list[dict[str, Any]] | None = None, deadline: Deadline | None = None) -> None:
         self.s3, self.bucket, self.key = s3, bucket, key
+        self.deadline = deadline
         self.base = base_part_size
         self.log = log
         self.metadata = metadata or {}
@@ -149,6 +156,7 @@ class MultipartUpload:
         self._in_flight: Future[dict[str, Any]] | None = None
         self._next_number = len(self.parts) + 1
         self._completed = False
+        self._abandoned = False  # a stalled part was left behind: do not wait for its thread
 
     @property
     def bytes(self) -> int:
@@ -171,7 +179,7 @@ class MultipartUpload:
             if exc_type is not None and not self._completed:
                 self.abort()
         finally:
-            self._sender.shutdown(wait=True)
+            self._sender.shutdown(wait=not self._abandoned)
 
     def write(self, data: bytes, mark: Any = None, docs: int = 0, lines: int = 1) -> None:
         self._buffer += data
@@ -203,8 +211,16 @@ class MultipartUpload:
         return {**record, "ETag": response["ETag"], "sha256": digest}
 
     def _wait(self) -> None:
-        """Let the part in flight finish and record it (raises its error)."""
+        """Let the part in flight finish and record it (raises its error). With a deadline, raises PartStalled
+        when the deadline comes first: a stalled request must not hold the backup past it."""
         if self._in_flight is not None:
+            while self.deadline is not None and self.deadline.at is not None:
+                try:
+                    self._in_flight.result(timeout=0.1)
+                    break
+                except FuturesTimeout:
+                    if self.deadline.reached():
+                        raise PartStalled() from None
             future, self._in_flight = self._in_flight, None
             part = future.result()
             self.parts.append(part)
@@ -212,7 +228,15 @@ class MultipartUpload:
                           total_bytes=self.bytes)
 
     def take_buffer(self) -> bytes:
-        """The lines written but not yet in a part (fewer bytes than a part); the upload forgets them."""
+        """For a checkpoint: the lines written but not yet in a part (fewer bytes than a part); the upload
+        forgets them. A part still in flight is given up, and the lines after it with it: the counts and
+        the resume mark go back to the last part uploaded, and those lines are read again next time."""
+        if self._in_flight is not None and not self._in_flight.done():
+            self._in_flight, self._abandoned = None, True
+            last = self.parts[-1] if self.parts else {}
+            self.docs, self.lines, self.mark = last.get("docs", 0), last.get("lines", 0), last.get("mark")
+            self._buffer = bytearray()
+            return b""
         self._wait()
         body, self._buffer = bytes(self._buffer), bytearray()
         return body

