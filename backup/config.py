@@ -57,7 +57,7 @@ BACKUP_MODES = ("full", "incremental")
 # backup, fanning out databases). Credentials come from the action's bound parameters on the platform.
 PUBLIC_PARAMS = (
     "OPERATION", "BACKUP_MODE", "COS_PREFIX", "COS_BUCKET", "COS_ENDPOINT", "IAM_TOKEN_URL", "CONTINUE_ASYNC",
-    "CLOUDANT_PLAIN_RESPONSES",
+    "CLOUDANT_NO_GZIP",
     "INCLUDE_SYSTEM_DBS", "DISABLE_TLS_VERIFY", *(t.name for t in TUNABLES),
 )
 
@@ -228,7 +228,7 @@ def _split_url(p: _Problems, name: str, value: str, default_scheme: str | None) 
 
 
 def _cloudant(p: _Problems, verify_tls: bool, token_url: str) -> CloudantConfig | None:
-    compress = not p.flag("CLOUDANT_PLAIN_RESPONSES")
+    compress = not p.flag("CLOUDANT_NO_GZIP")
     raw_url = p.text("CLOUDANT_URL", required=True)
     iam_key = p.secret("CLOUDANT_IAM_KEY")
     username = p.text("CLOUDANT_USERNAME")
