@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from devstack import CouchCompatProxy, IamTokenServer, MotoS3, PouchServer, SeaweedS3
-from tests.helpers import SECRET_SOURCES
+from tests.helpers import API_KEY, SECRET_SOURCES, FakeOpenWhisk
 
 IAM_API_KEYS = ("cloudant-iam-key-for-tests", "cos-iam-key-for-tests")
 
@@ -96,3 +96,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The session-wide secret scan must see every other test's output: run it last."""
     last = [item for item in items if item.name == "test_no_secret_in_any_output_of_the_session"]
     items[:] = [item for item in items if item not in last] + last
+
+
+@pytest.fixture
+def openwhisk(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenWhisk]:
+    """A fake OpenWhisk API on 127.0.0.1, with the activation environment pointing at it."""
+    fake = FakeOpenWhisk()
+    monkeypatch.setenv("__OW_API_HOST", fake.url)
+    monkeypatch.setenv("__OW_API_KEY", API_KEY)
+    monkeypatch.setenv("__OW_ACTION_NAME", "/NS/PKG/ACTION")
+    monkeypatch.setenv("__OW_NAMESPACE", "NS")
+    monkeypatch.delenv("__OW_DEADLINE", raising=False)
+    yield fake
+    fake.close()

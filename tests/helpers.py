@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
+import threading
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 
@@ -122,3 +126,42 @@ def sample_docs(filler: int = 50, filler_bytes: int = 200) -> list[dict[str, Any
     ]
     docs += [{"_id": f"doc-{i:06d}", "n": i, "pad": "p" * filler_bytes} for i in range(filler)]
     return docs
+
+
+API_KEY = "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:not-a-real-openwhisk-key"  # the fake OpenWhisk's action key
+
+
+class FakeOpenWhisk:
+    """The OpenWhisk REST API's non-blocking action invoke, recording every call (on 127.0.0.1)."""
+
+    def __init__(self, status: int = 202) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.status = status
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                OUTPUTS.append(body.decode())  # a payload leaves the activation: the session's secret scan reads it
+                split = urlsplit(self.path)
+                activation = uuid.uuid4().hex
+                fake.calls.append({"path": split.path, "query": parse_qs(split.query), "body": json.loads(body),
+                                   "authorization": self.headers.get("Authorization"), "activation_id": activation})
+                answer = json.dumps({"activationId": activation} if fake.status < 300 else {"error": "boom"}).encode()
+                self.send_response(fake.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -9,25 +9,23 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from backup.keys import backup_key, checkpoint_key, manifest_key
 from tests.helpers import (
+    API_KEY,
     OUTPUTS,
     CapturedLog,
     cos_params,
@@ -467,55 +465,6 @@ def test_an_unreadable_checkpoint_is_a_clear_error(big_db, bucket, s3_client, pa
 # -- CONTINUE_ASYNC: the next hop is another activation of the same action
 
 
-class FakeOpenWhisk:
-    """The OpenWhisk REST API's non-blocking action invoke, recording every call (on 127.0.0.1)."""
-
-    def __init__(self, status: int = 202) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self.status = status
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                OUTPUTS.append(body.decode())  # a payload leaves the activation: the session's secret scan reads it
-                split = urlsplit(self.path)
-                activation = uuid.uuid4().hex
-                fake.calls.append({"path": split.path, "query": parse_qs(split.query), "body": json.loads(body),
-                                   "authorization": self.headers.get("Authorization"), "activation_id": activation})
-                answer = json.dumps({"activationId": activation} if fake.status < 300 else {"error": "boom"}).encode()
-                self.send_response(fake.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-API_KEY = "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:not-a-real-openwhisk-key"
-
-
-@pytest.fixture
-def openwhisk(monkeypatch) -> Iterator[FakeOpenWhisk]:
-    fake = FakeOpenWhisk()
-    monkeypatch.setenv("__OW_API_HOST", fake.url)
-    monkeypatch.setenv("__OW_API_KEY", API_KEY)
-    monkeypatch.setenv("__OW_ACTION_NAME", "/NS/PKG/ACTION")
-    monkeypatch.setenv("__OW_NAMESPACE", "NS")
-    monkeypatch.delenv("__OW_DEADLINE", raising=False)
-    yield fake
-    fake.close()
 
 
 SECRET_PARAMS = ("CLOUDANT_PASSWORD", "CLOUDANT_USERNAME", "CLOUDANT_IAM_KEY", "COS_SECRET_ACCESS_KEY", "COS_API_KEY",

@@ -4,18 +4,14 @@ the CLI, one activation per database on OpenWhisk (a fake OpenWhisk API), each d
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -23,6 +19,7 @@ import requests
 from backup.keys import manifest_key
 from devstack import PouchServer
 from tests.helpers import (
+    API_KEY,
     OUTPUTS,
     CapturedLog,
     cos_params,
@@ -153,54 +150,10 @@ def test_time_budget_is_for_the_whole_run_not_per_database(account, bucket, s3_c
 # -- on OpenWhisk: one activation per database
 
 
-class FakeOpenWhisk:
-    """The OpenWhisk REST API's non-blocking action invoke, recording every call (on 127.0.0.1)."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                OUTPUTS.append(body.decode())  # a payload leaves the activation: the session's secret scan reads it
-                split = urlsplit(self.path)
-                activation = uuid.uuid4().hex
-                fake.calls.append({"path": split.path, "query": parse_qs(split.query), "body": json.loads(body),
-                                   "authorization": self.headers.get("Authorization"), "activation_id": activation})
-                answer = json.dumps({"activationId": activation}).encode()
-                self.send_response(202)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-API_KEY = "9d1b3a52-1c1e-4b6f-9a55-2f8f6f1d0c11:not-a-real-openwhisk-key"
 SECRET_PARAMS = ("CLOUDANT_PASSWORD", "CLOUDANT_USERNAME", "CLOUDANT_IAM_KEY", "COS_SECRET_ACCESS_KEY", "COS_API_KEY",
                  "COS_ACCESS_KEY_ID")
 
 
-@pytest.fixture
-def openwhisk(monkeypatch) -> Iterator[FakeOpenWhisk]:
-    fake = FakeOpenWhisk()
-    monkeypatch.setenv("__OW_API_HOST", fake.url)
-    monkeypatch.setenv("__OW_API_KEY", API_KEY)
-    monkeypatch.setenv("__OW_ACTION_NAME", "/NS/PKG/ACTION")
-    monkeypatch.setenv("__OW_NAMESPACE", "NS")
-    yield fake
-    fake.close()
 
 
 def _assert_no_secret(payload: dict[str, Any], params: dict[str, Any]) -> None:
