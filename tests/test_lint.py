@@ -1,4 +1,5 @@
-"""Every shell script passes shellcheck and the Dockerfile passes hadolint (both pinned in requirements-dev.txt)."""
+"""Every shell script passes shellcheck, the Dockerfile hadolint, and the Python code ruff's rule set in ruff.toml
+(all pinned in requirements-dev.txt)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ def tool(name: str) -> str:
 @pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_shellcheck(script: Path) -> None:
     result = subprocess.run([tool("shellcheck"), "--external-sources", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_passes_on_the_whole_tree() -> None:
+    result = subprocess.run([tool("ruff"), "check", "--output-format", "concise", str(ROOT)], capture_output=True,
+                            text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
