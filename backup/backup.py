@@ -263,7 +263,9 @@ def run_backup(config: Config, log: Log, now: datetime | None = None, deadline: 
         raise
     finally:
         if reader.thread.ident is not None:
-            reader.thread.join(timeout=None if not stopped else 2.0)
+            # After a clean end the reader has already finished; after a failure or the deadline it may be
+            # inside a request: it is a daemon thread whose next write raises, so do not wait for it.
+            reader.thread.join(timeout=2.0)
 
     return _finish(config, s3, store if tracked else None, cp, upload, reader, log, started_at)
 
@@ -307,6 +309,8 @@ def _finish(config: Config, s3: Any, store: CheckpointStore | None, cp: Checkpoi
         last_id=upload.mark if cp.kind == "full" else None, kind=cp.kind, base=cp.base, since=cp.since,
         invocations=cp.invocations + 1,
     )
+    if store is not None:
+        store.delete(cp)  # the upload is complete: its checkpoint is stale whatever happens to the manifest
     try:
         cos.put_json(s3, bucket, manifest_key(cp.key), manifest.to_json())
     except BackupError as exc:
@@ -316,8 +320,6 @@ def _finish(config: Config, s3: Any, store: CheckpointStore | None, cp: Checkpoi
         except BackupError as cleanup:
             raise CosError(f"{exc}; and deleting the unverifiable object failed too: {cleanup}") from None
         raise
-    if store is not None:
-        store.delete(cp)
     seconds = round(time.monotonic() - started_at, 3)
     result: dict[str, Any] = {
         "ok": True, "complete": True, "operation": "backup", "database": cp.database, "bucket": bucket,
