@@ -229,8 +229,14 @@ class MultipartUpload:
 
     def take_buffer(self) -> bytes:
         """For a checkpoint: the lines written but not yet in a part (fewer bytes than a part); the upload
-        forgets them. A part still in flight is given up, and the lines after it with it: the counts and
-        the resume mark go back to the last part uploaded, and those lines are read again next time."""
+        forgets them. A part still in flight after a short wait is given up, and the lines after it with it:
+        the counts and the resume mark go back to the last part uploaded, and those lines are read again."""
+        if self._in_flight is not None and self.deadline is not None and (left := self.deadline.remaining()) is not None:
+            # A part about to land is kept: wait for it up to half the safety margin before the hard deadline.
+            try:
+                self._in_flight.result(timeout=max(0.0, left - self.deadline.margin / 2))
+            except Exception:  # noqa: BLE001 - still running (timeout) or failed: given up below either way
+                pass
         if self._in_flight is not None and not self._in_flight.done():
             self._in_flight, self._abandoned = None, True
             last = self.parts[-1] if self.parts else {}
