@@ -27,7 +27,7 @@ from backup.checkpoint import Checkpoint, CheckpointStore
 from backup.config import MIB, Config
 from backup.deadline import Deadline
 from backup.errors import BackupError, CloudantError, CosError
-from backup.format import docs_line, metadata_line
+from backup.format import docs_line, metadata_line, raw_docs_line
 from backup.keys import backup_key, format_time, manifest_key
 from backup.log import Log
 from backup.manifest import Manifest, combined_sha256
@@ -36,11 +36,11 @@ from backup.retention import apply_retention
 
 # Bytes the reader may run ahead of the uploader. Parts upload in the background while the next fills,
 # so a small pipe keeps both busy; memory is about pipe + 2 parts + one page.
-PIPE_BYTES = 4 * MIB
-# Target size of one `_all_docs` page. Pages are decoded row by row (memory does not grow with them),
-# but PAGE_SIZE rows of 1 MB docs would make one request take minutes: the row limit shrinks as the
-# average document grows.
-PAGE_BYTES = 32 * MIB
+PIPE_BYTES = 1 * MIB
+# Target size of one `_all_docs` page: the row limit shrinks as the average document grows, so a page
+# is held whole (half the buffer leaves room for the row envelopes and uneven docs). At Cloudant's
+# 5 global queries/s that still allows ~40 MB/s, more than an action's link carries.
+PAGE_BYTES = cloudant.PAGE_BUFFER // 2
 # Changes per `_changes` page (and per `_bulk_get`) in an incremental backup.
 CHANGES_PAGE = 500
 
@@ -61,7 +61,7 @@ class _Reader:
                  first_line: bytes | None, log: Log) -> None:
         self.client, self.db, self.pipe, self.log, self.cp = client, db, pipe, log, cp
         self.deadline = deadline
-        self.page_size = config.tune("PAGE_SIZE")
+        self.max_rows = config.tune("PAGE_SIZE")
         self.per_line = config.tune("DOCS_PER_LINE")
         self.progress_every = config.tune("PROGRESS_EVERY")
         self.first_line = first_line
@@ -100,26 +100,24 @@ class _Reader:
             self.stopped = True
         return self.stopped
 
-    def _next_page_size(self) -> int:
-        if not self.docs:
-            return min(self.page_size, 1000)  # first page: doc sizes still unknown
-        average = max(self.bytes // self.docs, 1)
-        return max(1, min(self.page_size, PAGE_BYTES // average))
-
     def _full(self) -> Iterator[Line]:
         """Winning revisions of live docs in id order; a line's mark is its last id (exact resume)."""
-        pending: list[dict[str, Any]] = []
-        for page in cloudant.iter_pages(self.client, self.db, self._next_page_size, after=self.cp.resume_mark(),
-                                        batch=self.per_line):
+        pending: list[tuple[str, bytes]] = []
+        for page in cloudant.iter_pages(self.client, self.db, self.max_rows, PAGE_BYTES,
+                                        after=self.cp.resume_mark(), batch=self.per_line):
             pending.extend(page)
             self._page_read(len(page))
             while len(pending) >= self.per_line:
                 batch, pending = pending[: self.per_line], pending[self.per_line:]
-                yield Line(docs_line(batch), batch[-1]["_id"], len(batch))
+                yield self._line(batch)
             if self._time_is_up():
                 return
         if pending:
-            yield Line(docs_line(pending), pending[-1]["_id"], len(pending))
+            yield self._line(pending)
+
+    @staticmethod
+    def _line(batch: list[tuple[str, bytes]]) -> Line:
+        return Line(raw_docs_line([doc for _, doc in batch]), batch[-1][0], len(batch))
 
     def _incremental(self) -> Iterator[Line]:
         """Changed docs (tombstones included) with `_revisions`, so a restore extends each doc's history.

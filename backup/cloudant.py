@@ -6,6 +6,7 @@ failed and where (database and host, never credentials).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -17,7 +18,7 @@ from ibmcloudant.cloudant_v1 import CloudantV1
 
 from backup.config import CloudantConfig
 from backup.errors import CloudantError
-from backup.rows import RowsFormatError, iter_rows
+from backup.rows import Doc, RowsFormatError, iter_docs, page_docs, page_limit
 
 # `_all_docs` has no "until the end" on pouchdb-server without an end_key (it drops ids starting at or
 # above U+00FF); U+10FFFF sorts after every real id under CouchDB's raw collation too.
@@ -27,6 +28,9 @@ END_KEY = "\U0010ffff"
 BODY_RETRIES = 3
 # Bytes read from a streamed response at a time.
 STREAM_CHUNK = 256 * 1024
+# Largest `_all_docs` response held whole (to be spliced); a bigger one is decoded row by row as it streams.
+# Callers size pages to about half of this.
+PAGE_BUFFER = 16 * 1024 * 1024
 
 T = TypeVar("T")
 
@@ -109,38 +113,43 @@ def database_info(client: CloudantV1, db: str) -> dict[str, Any]:
     return call(f"reading database '{db}'", where, lambda: client.get_database_information(db=db).get_result())
 
 
-def iter_pages(client: CloudantV1, db: str, page_size: Callable[[], int], after: str | None = None,
-               batch: int = 500) -> Iterator[list[dict[str, Any]]]:
-    """Every live document (winning revision, design docs included) in id order, in batches of <= `batch`.
+def iter_pages(client: CloudantV1, db: str, max_rows: int, page_bytes: int, after: str | None = None,
+               batch: int = 500) -> Iterator[list[tuple[str, bytes]]]:
+    """Every live document (winning revision, design docs included) in id order, as (id, document JSON in
+    the backup format), in batches of <= `batch`.
 
-    Pages of `page_size()` rows (asked before each request, so the caller can size pages by bytes) are
-    streamed and decoded row by row: memory does not grow with the page, so pages can be big and the
-    scarce "global query" requests few. Paging uses start_key = last id seen (the extra first row is
-    dropped), which never skips an id, unlike `last id + "\\u0000"`. A page cut mid-body is requested
-    again from the last row received. With `after`, reading resumes after that id.
+    Pages hold up to `max_rows` rows and about `page_bytes` of documents (the row limit follows the average
+    document seen so far; the first page is 1,000 rows), so requests stay few: `_all_docs` is Cloudant's
+    scarcest request class. A page is read whole and spliced (`rows.page_docs`); one above PAGE_BUFFER
+    bytes is decoded row by row as it streams instead, so memory stays bounded whatever the documents.
+    Paging uses start_key = last id seen (the extra first row is dropped), which never skips an id, unlike
+    `last id + "\\u0000"`. A page cut mid-body is requested again from the last row received. With
+    `after`, reading resumes after that id.
     """
-    last_id: str | None = after
     where = f"{client.service_url}/{db}"
     what = f"reading documents of '{db}'"
+    last_id = after
+    seen_docs = seen_bytes = 0
     while True:
-        limit, received, faults = page_size(), 0, 0
+        limit, received, faults = page_limit(max_rows, page_bytes, seen_docs, seen_bytes), 0, 0
         while True:  # one page; after a fault inside the body, the rest of it from the last row received
             kwargs: dict[str, Any] = {"db": db, "include_docs": True, "end_key": END_KEY, "limit": limit - received}
             if last_id is not None:
                 kwargs.update(start_key=last_id, limit=kwargs["limit"] + 1)
             response = call(what, where, lambda kwargs=kwargs: client.post_all_docs_as_stream(**kwargs).get_result())
-            docs: list[dict[str, Any]] = []
+            docs: list[tuple[str, bytes]] = []
             skip = last_id
             try:
-                for row in iter_rows(response.iter_content(STREAM_CHUNK)):
-                    if skip is not None and row.get("id") == skip:
+                for doc_id, doc in _page_rows(response.iter_content(STREAM_CHUNK)):
+                    if skip is not None and doc_id == skip:
                         skip = None
                         continue
                     skip = None
                     received += 1
-                    last_id = row["id"]
-                    if row.get("doc") is not None:
-                        docs.append(row["doc"])
+                    last_id = doc_id
+                    if doc is not None:
+                        seen_docs, seen_bytes = seen_docs + 1, seen_bytes + len(doc)
+                        docs.append((doc_id, doc))
                         if len(docs) >= batch:
                             yield docs
                             docs = []
@@ -159,6 +168,21 @@ def iter_pages(client: CloudantV1, db: str, page_size: Callable[[], int], after:
                 response.close()
         if received < limit:
             return
+
+
+def _page_rows(chunks: Iterator[bytes]) -> Iterator[Doc]:
+    """The rows of one response: held whole and spliced when it fits in PAGE_BUFFER, else decoded as it streams."""
+    body = bytearray()
+    for chunk in chunks:
+        body += chunk
+        if len(body) > PAGE_BUFFER:
+            held = [bytes(body[i:i + STREAM_CHUNK]) for i in range(0, len(body), STREAM_CHUNK)]
+            del body
+            yield from iter_docs(itertools.chain(held, chunks))
+            return
+    docs = page_docs(body)
+    # msgspec refused it (an escaped lone surrogate, say): the slower decoder takes anything valid
+    yield from iter_docs([body]) if docs is None else docs
 
 
 def iter_changes(client: CloudantV1, db: str, since: Any, limit: int) -> Iterator[tuple[list[dict[str, Any]], Any, Any]]:

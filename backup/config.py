@@ -37,7 +37,7 @@ class Tunable:
 TUNABLES = (
     Tunable("DOCS_PER_LINE", 500, 1, 100_000, "documents per line of the backup file (couchbackup's buffer size)"),
     Tunable("PAGE_SIZE", 10_000, 1, 100_000, "most rows per `_all_docs` request: bigger pages mean fewer scarce global queries"),
-    Tunable("PART_SIZE_MB", 8, 5, 5 * 1024, "first multipart part size in MiB (COS minimum 5); grows so that 10,000 parts always suffice"),
+    Tunable("PART_SIZE_MB", 5, 5, 5 * 1024, "first multipart part size in MiB (COS minimum 5); grows so that 10,000 parts always suffice"),
     Tunable("PROGRESS_EVERY", 10_000, 1, 10**9, "log a progress line every N documents"),
     Tunable("REQUEST_TIMEOUT", 120, 1, 3600, "seconds before one HTTP request to Cloudant or COS gives up"),
     Tunable("MAX_RETRIES", 5, 0, 20, "retries of one request on 429/5xx/connection errors (honours Retry-After)"),

@@ -8,6 +8,7 @@ straddles its 64 KiB read chunks, and escapes make the file immune.
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -31,8 +32,49 @@ def docs_line(docs: list[dict[str, Any]]) -> bytes:
     return encode(docs)
 
 
+def raw_docs_line(docs: list[bytes]) -> bytes:
+    """A line from documents already in this format's JSON (see `ascii_json`): spliced, never re-encoded."""
+    return b"[" + b",".join(docs) + b"]\n"
+
+
 def encode(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode("ascii") + b"\n"
+    return encode_value(value) + b"\n"
+
+
+def encode_value(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def _escape_as_json(error: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: characters ASCII cannot hold, as JSON \\uXXXX escapes (surrogate pairs above U+FFFF)."""
+    assert isinstance(error, UnicodeEncodeError)
+    out = []
+    for char in error.object[error.start:error.end]:
+        code = ord(char)
+        if code > 0xFFFF:
+            code -= 0x10000
+            out.append(f"\\u{0xD800 | code >> 10:04x}\\u{0xDC00 | code & 0x3FF:04x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    return "".join(out), error.end
+
+
+_JSON_ESCAPE = "cloudant-cos-backup-json-escape"
+codecs.register_error(_JSON_ESCAPE, _escape_as_json)
+
+
+def ascii_json(raw: bytes) -> bytes:
+    """One valid JSON value (as a server sent it) in this format's form: ASCII-only and on one line.
+
+    Outside strings valid JSON is ASCII, so every other character is inside a string, where its \\u
+    escape means the same. Whitespace with a newline (a pretty-printing server) is re-encoded compactly.
+    Raises UnicodeDecodeError if the bytes are not UTF-8.
+    """
+    if b"\n" in raw:
+        return encode_value(json.loads(raw))
+    if raw.isascii():
+        return raw
+    return raw.decode("utf-8").encode("ascii", _JSON_ESCAPE)
 
 
 @dataclass

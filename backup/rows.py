@@ -1,8 +1,12 @@
-"""Rows of an `_all_docs` response decoded one at a time as the bytes arrive (pure, no I/O).
+"""Rows of an `_all_docs` response as (id, document JSON in the backup format) pairs (pure, no I/O).
 
-Decoding a whole page at once holds every row as Python objects (several times the JSON's size); row
-by row, memory is one row plus one read chunk, so pages can be large (few of Cloudant's scarce global
-queries) and memory stays flat. Each row is decoded by the C JSON scanner (`raw_decode`).
+Two decoders, same rows:
+- `page_docs`, for a page held whole (bytes bounded by the caller): msgspec validates the JSON and hands
+  each document back as its raw bytes, which go into the backup unchanged (only non-ASCII is escaped):
+  no Python objects per field, no re-encoding, so a page costs milliseconds and numbers keep their exact
+  digits.
+- `iter_rows`, for a response too big to hold: rows decoded one at a time as the bytes arrive by the C
+  JSON scanner (`raw_decode`); memory is one row plus one read chunk.
 """
 
 from __future__ import annotations
@@ -12,6 +16,26 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import msgspec
+
+from backup.format import ascii_json, encode_value
+
+Doc = tuple[str, bytes | None]  # (id, document JSON; None for a row without a document)
+_NO_DOC = msgspec.Raw(b"null")
+
+
+class _Row(msgspec.Struct):
+    id: str | None = None
+    doc: msgspec.Raw = _NO_DOC
+
+
+class _Page(msgspec.Struct):
+    rows: list[_Row]
+
+
+_PAGE = msgspec.json.Decoder(_Page)
+FIRST_PAGE = 1000
+
 _DECODER = json.JSONDecoder()
 _WHITESPACE = " \t\r\n"
 # Drop consumed text once this much has piled up (slicing on every row would be quadratic).
@@ -20,6 +44,47 @@ _COMPACT_AT = 1 << 20
 
 class RowsFormatError(ValueError):
     """The response is not an `_all_docs` object with a "rows" array."""
+
+
+def page_limit(max_rows: int, page_bytes: int, seen_docs: int, seen_bytes: int) -> int:
+    """Rows to ask for so that a page holds about `page_bytes` of documents, going by the average so far."""
+    if not seen_docs:
+        return min(max_rows, FIRST_PAGE)  # document sizes still unknown
+    return max(1, min(max_rows, page_bytes * seen_docs // max(seen_bytes, 1)))
+
+
+def page_docs(body: bytes | bytearray) -> Iterator[Doc] | None:
+    """Every row of a whole `_all_docs` response, or None when the fast decoder cannot take it (the caller
+    then uses `iter_docs`, which also accepts what msgspec refuses, such as escaped lone surrogates).
+
+    The JSON is validated at once; the documents are copied out one by one as the iterator is consumed,
+    so a page costs its body plus one small struct per row, not a second copy of itself.
+    """
+    try:
+        page = _PAGE.decode(body)
+    except msgspec.DecodeError:
+        return None
+    return _spliced(page.rows)
+
+
+def _spliced(rows: list[_Row]) -> Iterator[Doc]:
+    for row in rows:
+        if row.id is None:
+            raise RowsFormatError("a row of the response has no id")
+        raw = bytes(row.doc)
+        try:
+            yield row.id, None if raw == b"null" else ascii_json(raw)
+        except UnicodeDecodeError:
+            raise RowsFormatError("the response is not valid UTF-8") from None
+
+
+def iter_docs(chunks: Iterable[bytes]) -> Iterator[Doc]:
+    """`page_docs` for a response streamed as byte chunks, decoded row by row."""
+    for row in iter_rows(chunks):
+        if "id" not in row:
+            raise RowsFormatError("a row of the response has no id")
+        doc = row.get("doc")
+        yield row["id"], None if doc is None else encode_value(doc)
 
 
 def iter_rows(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:

@@ -319,7 +319,7 @@ def test_defaults_are_applied() -> None:
     config = load_config(args_with({}))
     assert config.tuning == {t.name: t.default for t in TUNABLES}
     assert config.tune("DOCS_PER_LINE") == 500
-    assert config.tune("PART_SIZE_MB") == 8
+    assert config.tune("PART_SIZE_MB") == 5
     assert config.key is None and config.source_db is None
     assert config.create_target is False and config.allow_non_empty is False
     assert config.cloudant is not None
