@@ -57,7 +57,7 @@ BACKUP_MODES = ("full", "incremental")
 # backup, fanning out databases). Credentials come from the action's bound parameters on the platform.
 PUBLIC_PARAMS = (
     "OPERATION", "BACKUP_MODE", "COS_PREFIX", "COS_BUCKET", "COS_ENDPOINT", "IAM_TOKEN_URL", "CONTINUE_ASYNC",
-    "CLOUDANT_NO_GZIP",
+    "CLOUDANT_GZIP",
     "INCLUDE_SYSTEM_DBS", "DISABLE_TLS_VERIFY", *(t.name for t in TUNABLES),
 )
 
@@ -71,7 +71,7 @@ class CloudantConfig:
     password: Secret | None = None
     iam_token_url: str = DEFAULT_IAM_TOKEN_URL
     verify_tls: bool = True
-    compress_responses: bool = True
+    gzip: bool = False  # CLOUDANT_GZIP: compress request and response bodies
 
 
 @dataclass(frozen=True)
@@ -228,7 +228,7 @@ def _split_url(p: _Problems, name: str, value: str, default_scheme: str | None) 
 
 
 def _cloudant(p: _Problems, verify_tls: bool, token_url: str) -> CloudantConfig | None:
-    compress = not p.flag("CLOUDANT_NO_GZIP")
+    gzip = p.flag("CLOUDANT_GZIP")
     raw_url = p.text("CLOUDANT_URL", required=True)
     iam_key = p.secret("CLOUDANT_IAM_KEY")
     username = p.text("CLOUDANT_USERNAME")
@@ -253,11 +253,11 @@ def _cloudant(p: _Problems, verify_tls: bool, token_url: str) -> CloudantConfig 
         return None
     if iam_key:
         return CloudantConfig(url, "iam", iam_key=iam_key, iam_token_url=token_url, verify_tls=verify_tls,
-                              compress_responses=compress)
+                              gzip=gzip)
     if username and password:
         return CloudantConfig(url, "basic", username=username, password=password, verify_tls=verify_tls,
-                              compress_responses=compress)
-    return CloudantConfig(url, "none", verify_tls=verify_tls, compress_responses=compress)
+                              gzip=gzip)
+    return CloudantConfig(url, "none", verify_tls=verify_tls, gzip=gzip)
 
 
 def _cos(p: _Problems, verify_tls: bool, token_url: str) -> CosConfig | None:

@@ -34,7 +34,7 @@ DB = "bench"
 # ~300 B document (~560 MB per 100k), and a restore target needs as much again.
 IN_MEMORY_MAX_DOCS = 250_000
 # Integer knobs, plus the flags that change how the backup reads.
-FLAG_NAMES = {"CLOUDANT_NO_GZIP"}
+FLAG_NAMES = {"CLOUDANT_GZIP"}
 TUNABLE_NAMES = {t.name for t in TUNABLES} | FLAG_NAMES
 
 

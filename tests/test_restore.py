@@ -61,6 +61,16 @@ def test_round_trip_keeps_every_id_rev_and_body(couch, db_name, params):
     assert next(d for d in copy if d["_id"] == "doc-000001")["_rev"].startswith("4-")
 
 
+def test_round_trip_with_gzip_on_both_ways(couch, db_name, params):
+    """CLOUDANT_GZIP=true: gzipped pages (inflated before they are spliced) and gzipped `_bulk_docs` bodies."""
+    load_docs(couch, db_name, sample_docs(filler=300))
+    backup, log = run_main({**params, "CLOUDANT_GZIP": True, "PAGE_SIZE": 100})
+    assert backup["ok"] and backup["docs"] == 305, backup
+    restored, _ = _restore({**params, "CLOUDANT_GZIP": True}, backup["key"], f"{db_name}-copy", CREATE_TARGET=True)
+    assert restored["ok"] and restored["docs"] == 305, restored
+    assert live_docs(couch, f"{db_name}-copy") == live_docs(couch, db_name)
+
+
 def test_round_trip_of_an_empty_database(couch, db_name, params):
     load_docs(couch, db_name, [])
     backup, _ = run_main(params)

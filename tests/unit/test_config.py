@@ -199,6 +199,7 @@ BAD_INPUTS = [
     pytest.param({"DISABLE_TLS_VERIFY": "maybe"}, "DISABLE_TLS_VERIFY must be true or false, got 'maybe'",
                  id="flag-word"),
     pytest.param({"CREATE_TARGET": 1}, "CREATE_TARGET must be true or false, got 1", id="flag-int"),
+    pytest.param({"CLOUDANT_GZIP": "on"}, "CLOUDANT_GZIP must be true or false, got 'on'", id="gzip-flag-word"),
 ]
 
 
@@ -339,6 +340,12 @@ def test_disable_tls_verify_flag(value: Any, verify: bool) -> None:
     config = load_config(args_with({"DISABLE_TLS_VERIFY": value}))
     assert config.cos.verify_tls is verify
     assert config.cloudant is not None and config.cloudant.verify_tls is verify
+
+
+@pytest.mark.parametrize(("value", "gzip"), [(None, False), ("true", True), ("yes", True), (False, False), ("0", False)])
+def test_gzip_is_off_unless_asked_for(value: Any, gzip: bool) -> None:
+    config = load_config(args_with({} if value is None else {"CLOUDANT_GZIP": value}))
+    assert config.cloudant is not None and config.cloudant.gzip is gzip
 
 
 def test_list_needs_no_cloudant_parameters() -> None:

@@ -12,10 +12,12 @@ import pytest
 from backup.errors import FormatError
 from backup.format import (
     LineDecoder,
+    ascii_json,
     docs_line,
     encode,
     is_metadata,
     metadata_line,
+    raw_docs_line,
     split_lines,
 )
 
@@ -241,3 +243,41 @@ def test_split_then_decode_round_trips_a_whole_backup() -> None:
         if line is not None:
             docs.extend(line.docs)
     assert docs == NON_ASCII_DOCS + [{"_id": "z"}]
+
+
+# -- documents spliced as the server sent them (backup without re-encoding)
+
+@pytest.mark.parametrize("value", [
+    {"_id": "plain", "n": [1, 2.5, None, True], "s": "ascii only"},
+    {"_id": "café", "text": "日本語 \u2028 \u2029 ß", "e": "\U0001f600\U0010ffff"},
+    {"_id": "quotes", "s": "\"\\/\b\f\r\t é"},
+], ids=["ascii", "non-ascii", "escapes"])
+def test_ascii_json_of_compact_utf8_is_what_json_dumps_writes(value: dict) -> None:
+    raw = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    out = ascii_json(raw)
+    assert out.isascii() and b"\n" not in out
+    assert out == json.dumps(value, separators=(",", ":")).encode("ascii")  # byte for byte, escapes included
+    assert json.loads(out) == value
+
+
+def test_ascii_json_keeps_ascii_input_as_it_is() -> None:
+    raw = b'{"_id":"a", "n": 123456789012345678901234567890, "f": 1e400, "g": 1.0}'
+    assert ascii_json(raw) is raw  # spliced: big integers keep every digit, numbers keep their spelling
+
+
+def test_ascii_json_reencodes_a_pretty_printed_value_onto_one_line() -> None:
+    raw = json.dumps({"_id": "a", "v": ["é", {"b": 1}]}, indent=2, ensure_ascii=False).encode()
+    assert ascii_json(raw) == b'{"_id":"a","v":["\\u00e9",{"b":1}]}'
+
+
+def test_ascii_json_refuses_invalid_utf8() -> None:
+    with pytest.raises(UnicodeDecodeError):
+        ascii_json(b'{"s":"\xff\xfe"}')
+
+
+def test_raw_docs_line_is_a_json_array_line() -> None:
+    docs = [b'{"_id":"a"}', b'{"_id":"b","x":[1]}']
+    line = raw_docs_line(docs)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert json.loads(line) == [{"_id": "a"}, {"_id": "b", "x": [1]}]
+    assert line == docs_line([{"_id": "a"}, {"_id": "b", "x": [1]}])

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from backup.rows import RowsFormatError, iter_rows
+from backup.rows import FIRST_PAGE, RowsFormatError, iter_docs, iter_rows, page_docs, page_limit
 
 ROWS = [
     {"id": f"d{i}", "key": f"d{i}", "value": {"rev": "1-a"},
@@ -52,3 +52,62 @@ def test_a_response_cut_short_is_an_error_not_a_short_page(cut: float) -> None:
 def test_not_an_all_docs_response() -> None:
     with pytest.raises(RowsFormatError, match="no \"rows\" array"):
         list(iter_rows([b'{"error":"x"}']))
+
+
+# -- whole pages, spliced (page_docs), and the same rows streamed (iter_docs)
+
+def _as_values(docs: list) -> list:
+    return [(doc_id, None if doc is None else json.loads(doc)) for doc_id, doc in docs]
+
+
+@pytest.mark.parametrize("indent", [None, 1], ids=["compact", "one-row-per-line"])
+def test_page_docs_and_iter_docs_give_the_same_documents(indent: int | None) -> None:
+    body = _body(indent)
+    spliced = page_docs(body)
+    assert spliced is not None
+    spliced = list(spliced)
+    streamed = list(iter_docs([body]))
+    expected = [(row["id"], row["doc"]) for row in ROWS]
+    assert _as_values(spliced) == _as_values(streamed) == expected
+    assert all(doc.isascii() and b"\n" not in doc for _, doc in spliced + streamed)
+
+
+def test_page_docs_of_rows_without_documents() -> None:
+    body = b'{"total_rows":2,"offset":0,"rows":[{"id":"a","key":"a","value":{"rev":"1-x"},"doc":null},' \
+           b'{"id":"b","key":"b","value":{"rev":"1-y"}}]}'
+    assert list(page_docs(body) or []) == [("a", None), ("b", None)]
+    assert list(iter_docs([body])) == [("a", None), ("b", None)]
+
+
+def test_page_docs_keeps_the_exact_digits_of_big_numbers() -> None:
+    body = b'{"rows":[{"id":"n","doc":{"_id":"n","big":123456789012345678901234567890,"f":0.1000000000000000055511}}]}'
+    assert list(page_docs(body) or []) == [("n", b'{"_id":"n","big":123456789012345678901234567890,"f":0.1000000000000000055511}')]
+
+
+def test_page_docs_leaves_what_msgspec_refuses_to_the_stream_decoder() -> None:
+    lone = b'{"rows":[{"id":"s","doc":{"_id":"s","v":"\\ud800"}}]}'  # an escaped lone surrogate: valid for CouchDB
+    assert page_docs(lone) is None
+    assert _as_values(list(iter_docs([lone]))) == [("s", {"_id": "s", "v": "\ud800"})]
+    assert page_docs(b'{"rows":[{"id":"a","doc":{"x":1,}}]}') is None  # broken JSON
+    assert page_docs(b'{"error":"not_found"}') is None
+
+
+def test_page_docs_refuses_invalid_utf8_and_rows_without_id() -> None:
+    with pytest.raises(RowsFormatError, match="UTF-8"):
+        list(page_docs(b'{"rows":[{"id":"a","doc":{"s":"\xff"}}]}') or [])
+    with pytest.raises(RowsFormatError, match="no id"):
+        list(page_docs(b'{"rows":[{"key":"a","error":"not_found"}]}') or [])
+    with pytest.raises(RowsFormatError, match="no id"):
+        list(iter_docs([b'{"rows":[{"key":"a","error":"not_found"}]}']))
+
+
+@pytest.mark.parametrize(("max_rows", "page_bytes", "seen_docs", "seen_bytes", "expected"), [
+    (10_000, 8 << 20, 0, 0, FIRST_PAGE),  # nothing seen yet: a small first page
+    (200, 8 << 20, 0, 0, 200),
+    (10_000, 8 << 20, 1000, 300_000, 10_000),  # small docs: the row cap
+    (10_000, 8 << 20, 100, 10_000_000, 83),  # ~100 KB docs: ~8 MiB of them
+    (10_000, 8 << 20, 1, 50 << 20, 1),  # never zero
+])
+def test_page_limit_follows_the_average_document(max_rows: int, page_bytes: int, seen_docs: int, seen_bytes: int,
+                                                 expected: int) -> None:
+    assert page_limit(max_rows, page_bytes, seen_docs, seen_bytes) == expected
