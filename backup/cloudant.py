@@ -177,8 +177,7 @@ def _page_rows(chunks: Iterator[bytes]) -> Iterator[Doc]:
     for chunk in chunks:
         body += chunk
         if len(body) > PAGE_BUFFER:
-            held = [bytes(body[i:i + STREAM_CHUNK]) for i in range(0, len(body), STREAM_CHUNK)]
-            del body
+            held = (bytes(body[i:i + STREAM_CHUNK]) for i in range(0, len(body), STREAM_CHUNK))
             yield from iter_docs(itertools.chain(held, chunks))
             return
     docs = page_docs(body)

@@ -2,7 +2,7 @@
 
 COS allows parts of 5 MiB..5 GiB (only the last may be smaller) and at most 10,000 parts.
 Starting at `base` bytes and doubling every 1,000 parts keeps small backups in small parts
-(bounded memory) yet reaches 1000 * base * (2^10 - 1) (about 8 TB from 8 MiB) within 10,000 parts.
+(bounded memory) yet reaches 1000 * base * (2^10 - 1) (about 5 TB from 5 MiB) within 10,000 parts.
 """
 
 from __future__ import annotations

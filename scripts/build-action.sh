@@ -7,8 +7,9 @@
 # Env:   PYTHON  interpreter for the virtualenv (default python3.11). It must be CPython 3.11 on Linux x86_64,
 #                like the runtime image; elsewhere build inside that image (docs/deploy.md shows the command).
 #
-# The zip is reproducible for a given output path (sorted entries, fixed timestamps, no __pycache__) and never holds a root
-# requirements.txt (the runtime would pip-install it on every cold start) or a root `exec` (mistaken for a binary).
+# Every module travels with its bytecode (unchecked-hash .pyc, compiled by this CPython 3.11): a cold activation
+# would otherwise compile the SDKs first (~0.4 s more on every nightly run). The zip has sorted entries and fixed
+# timestamps (two builds are byte-identical), and never holds a root requirements.txt (the runtime would pip-install it on every cold start) or a root `exec` (mistaken for a binary).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -51,9 +52,11 @@ trap 'rm -rf "$work"' EXIT
   --requirement "$root/requirements.txt"
 
 "$python" - "$root" "$work/virtualenv" "$out" <<'EOF'
-"""Zip the action: sorted, fixed timestamps, without caches, tests, pip itself or build-host paths."""
+"""Zip the action: sorted, fixed timestamps, with bytecode but without stale caches, tests, pip itself or build-host paths."""
 import os
+import py_compile
 import sys
+import tempfile
 import zipfile
 
 root, venv, out = sys.argv[1:4]
@@ -86,6 +89,24 @@ entries += files(os.path.join(root, "backup"), "backup")
 entries.append((os.path.join(venv, "bin", "activate_this.py"), "virtualenv/bin/activate_this.py"))
 # pip only installed the packages; the runtime never runs it.
 entries += files(os.path.join(venv, SITE), f"virtualenv/{SITE}", top_level_skip=("pip",))
+
+
+def bytecode(path, arc):
+    """The .pyc an import of `arc` looks for, compiled now. Unchecked-hash: valid whatever the files' mtimes after
+    unzipping (the zip's are fixed), and never recompiled at run time."""
+    head, name = os.path.split(arc)
+    pyc_arc = os.path.join(head, "__pycache__", f"{name[:-3]}.{sys.implementation.cache_tag}.pyc")
+    with tempfile.TemporaryDirectory() as tmp:
+        cfile = os.path.join(tmp, "module.pyc")
+        py_compile.compile(path, cfile=cfile, dfile=arc, doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        with open(cfile, "rb") as f:
+            return pyc_arc, f.read()
+
+
+sources = [(path, arc) for path, arc in entries if arc.endswith(".py") and arc != "__main__.py"]
+compiled = dict(bytecode(path, arc) for path, arc in sources)
+entries += [(None, arc) for arc in compiled]
 entries.sort(key=lambda entry: entry[1])
 
 names = [arc for _, arc in entries]
@@ -98,12 +119,17 @@ with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
         info = zipfile.ZipInfo(arc, date_time=(1980, 1, 1, 0, 0, 0))
         info.external_attr = 0o644 << 16
         info.compress_type = zipfile.ZIP_DEFLATED
-        with open(path, "rb") as f:
-            zf.writestr(info, f.read(), compresslevel=9)
+        if path is None:
+            data = compiled[arc]
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+        zf.writestr(info, data, compresslevel=9)
 os.replace(tmp, out)
 
 size = os.path.getsize(out)
-print(f"{out}: {size / 1024 / 1024:.1f} MiB ({size} bytes, {len(entries)} files; OpenWhisk limit 48 MiB)")
+print(f"{out}: {size / 1024 / 1024:.1f} MiB ({size} bytes, {len(entries)} files, {len(compiled)} of them bytecode; "
+      "OpenWhisk limit 48 MiB)")
 if size > LIMIT:
     sys.exit(f"build-action: {out} is over the 48 MiB code limit")
 EOF

@@ -3,6 +3,7 @@ local stack: a real backup, an application error, a small JSON result, a reused 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -70,7 +71,16 @@ def test_the_zip_has_the_runtime_layout(action_zip: Path) -> None:
     assert "virtualenv/bin/activate_this.py" in names
     assert "virtualenv/lib/python3.11/site-packages/ibmcloudant/__init__.py" in names
     assert "virtualenv/lib/python3.11/site-packages/ibm_boto3/__init__.py" in names
-    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    # every module but the entry point has its bytecode beside it, and no other cache travels
+    sources = {n for n in names if n.endswith(".py") and n != "__main__.py"}
+    pycs = {n for n in names if n.endswith(".pyc")}
+    expected = {f"{n.rsplit('/', 1)[0]}/__pycache__/{n.rsplit('/', 1)[1][:-3]}.cpython-311.pyc" for n in sources}
+    assert pycs == expected and len(pycs) > 100
+    assert "backup/__pycache__/backup.cpython-311.pyc" in pycs
+    assert not [n for n in names if "__pycache__" in n and not n.endswith(".cpython-311.pyc")]
+    with zipfile.ZipFile(action_zip) as zf:
+        header = zf.read("backup/__pycache__/backup.cpython-311.pyc")[:8]
+    assert header[:4] == importlib.util.MAGIC_NUMBER and int.from_bytes(header[4:8], "little") == 0b01  # unchecked hash
     assert not [n for n in names if "/site-packages/pip/" in n]
     assert action_zip.stat().st_size < 48 * 1024 * 1024
 
