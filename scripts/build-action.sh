@@ -9,7 +9,8 @@
 #
 # Every module travels with its bytecode (unchecked-hash .pyc, compiled by this CPython 3.11): a cold activation
 # would otherwise compile the SDKs first (~0.4 s more on every nightly run). The zip has sorted entries and fixed
-# timestamps (two builds are byte-identical), and never holds a root requirements.txt (the runtime would pip-install it on every cold start) or a root `exec` (mistaken for a binary).
+# timestamps (two builds are byte-identical), and never holds a root requirements.txt (the runtime would
+# pip-install it on every cold start) or a root `exec` (mistaken for a binary).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
