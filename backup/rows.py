@@ -5,8 +5,9 @@ Two decoders, same rows:
   each document back as its raw bytes, which go into the backup unchanged (only non-ASCII is escaped):
   no Python objects per field, no re-encoding, so a page costs milliseconds and numbers keep their exact
   digits.
-- `iter_rows`, for a response too big to hold: rows decoded one at a time as the bytes arrive by the C
-  JSON scanner (`raw_decode`); memory is one row plus one read chunk.
+- `iter_docs` (over `iter_rows`), for a response too big to hold or one msgspec refuses: rows decoded one
+  at a time as the bytes arrive by the C JSON scanner (`raw_decode`), documents re-encoded; memory is one
+  row plus one read chunk.
 """
 
 from __future__ import annotations
