@@ -41,6 +41,9 @@ PIPE_BYTES = 1 * MIB
 # is held whole (half the buffer leaves room for the row envelopes and uneven docs). At Cloudant's
 # 5 global queries/s that still allows ~40 MB/s, more than an action's link carries.
 PAGE_BYTES = cloudant.PAGE_BUFFER // 2
+# A line ends at DOCS_PER_LINE documents or at this many bytes, whichever comes first: 500 documents
+# near Cloudant's 1 MB limit would otherwise make one 500 MB line (held whole here and by any restore).
+LINE_BYTES = 4 * MIB
 # Changes per `_changes` page (and per `_bulk_get`) in an incremental backup.
 CHANGES_PAGE = 500
 
@@ -102,18 +105,21 @@ class _Reader:
 
     def _full(self) -> Iterator[Line]:
         """Winning revisions of live docs in id order; a line's mark is its last id (exact resume)."""
-        pending: list[tuple[str, bytes]] = []
+        line: list[tuple[str, bytes]] = []
+        size = 0
         for page in cloudant.iter_pages(self.client, self.db, self.max_rows, PAGE_BYTES,
                                         after=self.cp.resume_mark(), batch=self.per_line):
-            pending.extend(page)
             self._page_read(len(page))
-            while len(pending) >= self.per_line:
-                batch, pending = pending[: self.per_line], pending[self.per_line:]
-                yield self._line(batch)
+            for doc in page:
+                line.append(doc)
+                size += len(doc[1])
+                if len(line) >= self.per_line or size >= LINE_BYTES:
+                    yield self._line(line)
+                    line, size = [], 0
             if self._time_is_up():
                 return
-        if pending:
-            yield self._line(pending)
+        if line:
+            yield self._line(line)
 
     @staticmethod
     def _line(batch: list[tuple[str, bytes]]) -> Line:

@@ -24,6 +24,10 @@ from backup.keys import parse_backup_key
 from backup.log import Log
 from backup.manifest import Manifest, PartHasher
 
+# A `_bulk_docs` request ends at RESTORE_BATCH_SIZE documents or at about this many bytes of them: Cloudant
+# refuses request bodies above ~11 MB (413), which 500 large documents would exceed.
+BATCH_BYTES = 4 * 1024 * 1024
+
 
 def _prepare_target(client: Any, db: str, create: bool, allow_non_empty: bool, log: Log) -> None:
     """Preflight: the target exists (or is created when asked) and is empty (unless told otherwise)."""
@@ -85,6 +89,7 @@ def _apply(client: Any, s3: Any, bucket: str, key: str, manifest: Manifest | Non
     docs_seen = 0
     in_flight: deque[Future[int]] = deque()
     batch: list[dict[str, Any]] = []
+    batch_bytes = 0  # the batch's share of the lines it came from
     first_line = 0
 
     def drain(limit: int) -> None:
@@ -92,11 +97,11 @@ def _apply(client: Any, s3: Any, bucket: str, key: str, manifest: Manifest | Non
             totals["docs"] += in_flight.popleft().result()
 
     def submit() -> None:
-        nonlocal batch
+        nonlocal batch, batch_bytes
         totals["batches"] += 1
         where = (first_line, decoder.number)
         in_flight.append(pool.submit(_write_batch, client, db, batch, totals["batches"], where))
-        batch = []
+        batch, batch_bytes = [], 0
         drain(parallelism)
 
     try:
@@ -106,11 +111,13 @@ def _apply(client: Any, s3: Any, bucket: str, key: str, manifest: Manifest | Non
             if line is None or not line.docs:
                 continue
             docs_seen += len(line.docs)
+            per_doc = len(raw) // len(line.docs)
             for doc in line.docs:
                 if not batch:
                     first_line = line.number
                 batch.append(doc)
-                if len(batch) >= batch_size:
+                batch_bytes += per_doc
+                if len(batch) >= batch_size or batch_bytes >= BATCH_BYTES:
                     submit()
         if decoder.number == 0:
             raise FormatError(f"restoring {cos.where(bucket, key)}: the object is empty")

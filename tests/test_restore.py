@@ -61,8 +61,34 @@ def test_round_trip_keeps_every_id_rev_and_body(couch, db_name, params):
     assert next(d for d in copy if d["_id"] == "doc-000001")["_rev"].startswith("4-")
 
 
+def test_large_documents_make_bounded_lines_and_requests(couch, db_name, bucket, s3_client, params):
+    """500 documents near Cloudant's 1 MB limit must not make one 500 MB line or one `_bulk_docs` body Cloudant
+    refuses (413): lines end at LINE_BYTES, restore batches at BATCH_BYTES, whatever the document counts."""
+    from backup.backup import LINE_BYTES
+    from backup.restore import BATCH_BYTES
+
+    load_docs(couch, db_name, [{"_id": f"big-{i:03d}", "blob": f"{i}" * 300_000} for i in range(30)])  # ~9 MB
+    backup, _ = run_main(params)
+    assert backup["ok"] and backup["docs"] == 30, backup
+    body = s3_client.get_object(Bucket=bucket, Key=backup["key"])["Body"].read()
+    lines = body.split(b"\n")[1:-1]
+    assert len(lines) >= 3 and all(len(line) < LINE_BYTES + 310_000 for line in lines), [len(x) for x in lines]
+
+    restored, _ = _restore(params, backup["key"], f"{db_name}-copy", CREATE_TARGET=True)
+    assert restored["ok"] and restored["docs"] == 30, restored
+    assert restored["batches"] >= 9_000_000 // BATCH_BYTES + 1
+    assert live_docs(couch, f"{db_name}-copy") == live_docs(couch, db_name)
+
+
 def test_round_trip_with_gzip_on_both_ways(couch, db_name, params):
     """CLOUDANT_GZIP=true: gzipped pages (inflated before they are spliced) and gzipped `_bulk_docs` bodies."""
+    from backup import cloudant
+    from backup.config import CloudantConfig
+
+    zipped = cloudant.make_client(CloudantConfig(couch.url, "none", gzip=True), 10, 0)
+    plain = cloudant.make_client(CloudantConfig(couch.url, "none"), 10, 0)
+    assert zipped.get_enable_gzip_compression() and "Accept-Encoding" not in (zipped.default_headers or {})
+    assert not plain.get_enable_gzip_compression() and plain.default_headers["Accept-Encoding"] == "identity"
     load_docs(couch, db_name, sample_docs(filler=300))
     backup, log = run_main({**params, "CLOUDANT_GZIP": True, "PAGE_SIZE": 100})
     assert backup["ok"] and backup["docs"] == 305, backup
