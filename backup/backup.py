@@ -26,8 +26,8 @@ from backup.catalog import find_backups
 from backup.checkpoint import Checkpoint, CheckpointStore
 from backup.config import MIB, Config
 from backup.deadline import Deadline
-from backup.errors import BackupError, CloudantError, CosError
-from backup.format import docs_line, metadata_line, raw_docs_line
+from backup.errors import BackupError, CosError
+from backup.format import encode_value, metadata_line, raw_docs_line
 from backup.keys import backup_key, format_time, manifest_key
 from backup.log import Log
 from backup.manifest import Manifest, combined_sha256
@@ -44,7 +44,7 @@ PAGE_BYTES = cloudant.PAGE_BUFFER // 2
 # A line ends at DOCS_PER_LINE documents or at this many bytes, whichever comes first: 500 documents
 # near Cloudant's 1 MB limit would otherwise make one 500 MB line (held whole here and by any restore).
 LINE_BYTES = 4 * MIB
-# Changes per `_changes` page (and per `_bulk_get`) in an incremental backup.
+# Changes per `_changes` page (and per streamed `_bulk_get`) in an incremental backup.
 CHANGES_PAGE = 500
 
 
@@ -131,26 +131,26 @@ class _Reader:
         A line's mark is a feed position from which re-reading repeats nothing *after* the line: the
         page's own start when the line ends mid-page. Re-reading a change is harmless (same revision).
         """
-        pending: list[dict[str, Any]] = []
+        pending: list[bytes] = []
+        size = 0
         start = self.cp.resume_mark() if self.cp.resume_mark() is not None else self.cp.since
         for results, page_since, last_seq in cloudant.iter_changes(self.client, self.db, start, CHANGES_PAGE):
             wanted = [{"id": r["id"], "rev": r["changes"][0]["rev"]} for r in results if r.get("changes")]
-            docs, errors = cloudant.bulk_get(self.client, self.db, wanted)
-            if errors:
-                raise CloudantError(f"reading changed documents of '{self.db}': {len(errors)} could not be read, "
-                                    f"e.g. {errors[0]}; retry the backup")
-            self._page_read(len(docs))
-            for i, doc in enumerate(docs):
-                pending.append(doc)
-                if len(pending) >= self.per_line:
-                    mark = last_seq if i == len(docs) - 1 else page_since
-                    yield Line(docs_line(pending), mark, len(pending))
-                    pending = []
+            read = 0
+            for doc in cloudant.iter_bulk_get(self.client, self.db, wanted):
+                read += 1
+                pending.append(encode_value(doc))
+                size += len(pending[-1])
+                if len(pending) >= self.per_line or size >= LINE_BYTES:
+                    mark = last_seq if read == len(wanted) else page_since
+                    yield Line(raw_docs_line(pending), mark, len(pending))
+                    pending, size = [], 0
+            self._page_read(read)
             self.final_seq = last_seq
             if self._time_is_up():
                 return  # docs still pending are re-read next time, from the last line's mark
         if pending:
-            yield Line(docs_line(pending), self.final_seq, len(pending))
+            yield Line(raw_docs_line(pending), self.final_seq, len(pending))
 
 
 def _owner() -> str:

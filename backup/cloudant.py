@@ -18,7 +18,7 @@ from ibmcloudant.cloudant_v1 import CloudantV1
 
 from backup.config import CloudantConfig
 from backup.errors import CloudantError
-from backup.rows import Doc, RowsFormatError, iter_docs, page_docs, page_limit
+from backup.rows import Doc, RowsFormatError, iter_docs, iter_rows, page_docs, page_limit
 
 # `_all_docs` has no "until the end" on pouchdb-server without an end_key (it drops ids starting at or
 # above U+00FF); U+10FFFF sorts after every real id under CouchDB's raw collation too.
@@ -205,26 +205,43 @@ def iter_changes(client: CloudantV1, db: str, since: Any, limit: int) -> Iterato
             return
 
 
-def bulk_get(client: CloudantV1, db: str, items: list[dict[str, str]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Fetch exact revisions with their `_revisions` history (deleted ones as tombstones).
+def iter_bulk_get(client: CloudantV1, db: str, items: list[dict[str, str]]) -> Iterator[dict[str, Any]]:
+    """The exact revisions asked for, with their `_revisions` history (deleted ones as tombstones), in the
+    order asked, decoded one at a time as the response streams: 500 documents near Cloudant's 1 MB limit are
+    never held at once. After a fault inside the body the rest is asked for again.
 
-    Returns (docs, errors); each error names the id, rev and reason, never swallowed by the caller.
+    A revision that cannot be read fails the read with a CloudantError naming it, once the others are read.
     """
     if not items:  # an empty _bulk_get hangs some servers
-        return [], []
+        return
     where = f"{client.service_url}/{db}/_bulk_get"
-    result = call(f"reading changed documents of '{db}'", where,
-                  lambda: client.post_bulk_get(db=db, docs=items, revs=True).get_result())
-    docs, errors = [], []
-    for entry in result.get("results", []):
-        for answer in entry.get("docs", []):
-            if "ok" in answer:
-                docs.append(answer["ok"])
-            else:
-                error = answer.get("error", {})
-                errors.append({"id": entry.get("id"), "rev": error.get("rev"), "error": error.get("error"),
-                               "reason": error.get("reason")})
-    return docs, errors
+    what = f"reading changed documents of '{db}'"
+    answered, faults = 0, 0
+    errors: list[dict[str, Any]] = []
+    while answered < len(items):
+        rest = items[answered:]
+        response = call(what, where, lambda rest=rest: client.post_bulk_get_as_stream(db=db, docs=rest, revs=True).get_result())
+        try:
+            for entry in iter_rows(response.iter_content(STREAM_CHUNK), array="results"):
+                answered += 1
+                for answer in entry.get("docs", []):
+                    if "ok" in answer:
+                        yield answer["ok"]
+                    else:
+                        error = answer.get("error", {})
+                        errors.append({"id": entry.get("id"), "rev": error.get("rev"), "error": error.get("error"),
+                                       "reason": error.get("reason")})
+            break  # the whole answer (a server answering fewer entries than asked is not asked forever)
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError,
+                RowsFormatError) as exc:
+            faults += 1
+            if faults > BODY_RETRIES:
+                raise describe(exc, what, where) from None
+            time.sleep(min(2 ** faults, 10))
+        finally:
+            response.close()
+    if errors:
+        raise CloudantError(f"{what}: {len(errors)} could not be read, e.g. {errors[0]}; retry the backup")
 
 
 def all_dbs(client: CloudantV1) -> list[str]:

@@ -88,8 +88,9 @@ def iter_docs(chunks: Iterable[bytes]) -> Iterator[Doc]:
         yield row["id"], None if doc is None else encode_value(doc)
 
 
-def iter_rows(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
-    """Yield each element of the top-level "rows" array of a JSON response streamed as byte chunks."""
+def iter_rows(chunks: Iterable[bytes], array: str = "rows") -> Iterator[dict[str, Any]]:
+    """Yield each element of the top-level `array` ("rows" of `_all_docs`, "results" of `_bulk_get`) of a
+    JSON response streamed as byte chunks. Keys before it may hold only numbers (total_rows, offset)."""
     decode = codecs.getincrementaldecoder("utf-8")()
     source = iter(chunks)
     text, pos, ended = "", 0, False
@@ -112,12 +113,13 @@ def iter_rows(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
             raise RowsFormatError("the response was cut inside a UTF-8 character") from None
         return True
 
-    # Find `"rows"` `:` `[` (the top-level keys before it, total_rows and offset, hold only numbers).
-    while (start := text.find('"rows"', pos)) == -1:
-        pos = max(0, len(text) - 6)
+    # Find `"<array>"` `:` `[`.
+    name = f'"{array}"'
+    while (start := text.find(name, pos)) == -1:
+        pos = max(0, len(text) - len(name))
         if not more():
-            raise RowsFormatError("no \"rows\" array in the response")
-    pos = start + 6
+            raise RowsFormatError(f"no {name} array in the response")
+    pos = start + len(name)
     for expected in ":[":
         while True:
             while pos < len(text) and text[pos] in _WHITESPACE:
@@ -125,7 +127,7 @@ def iter_rows(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
             if pos < len(text) or not more():
                 break
         if pos >= len(text) or text[pos] != expected:
-            raise RowsFormatError(f"expected {expected!r} after \"rows\"")
+            raise RowsFormatError(f"expected {expected!r} after {name}")
         pos += 1
 
     while True:
@@ -135,7 +137,7 @@ def iter_rows(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
             if pos < len(text) or not more():
                 break
         if pos >= len(text):
-            raise RowsFormatError("the response ended inside the \"rows\" array")
+            raise RowsFormatError(f"the response ended inside the {name} array")
         if text[pos] == "]":
             return
         while True:

@@ -296,3 +296,22 @@ def test_a_big_incremental_continues_over_invocations(couch, db_name, bucket, s3
     assert restored["chain"] == [full["key"], final["key"]], restored
     assert live_docs(couch, target) == live_docs(couch, db_name)
     assert _changes(couch, target) == _changes(couch, db_name)
+
+
+def test_an_incremental_of_large_documents_makes_bounded_lines(couch, db_name, bucket, s3_client, params):
+    """Changed documents near Cloudant's 1 MB limit: the `_bulk_get` answer is streamed, not held, and lines end
+    at LINE_BYTES, not only at DOCS_PER_LINE (30 docs of 300 KB were one 9 MB line before)."""
+    from backup.backup import LINE_BYTES
+
+    load_docs(couch, db_name, [{"_id": f"doc-{i:03d}", "n": i} for i in range(40)])
+    full, _ = run_main(params)
+    _update(couch, db_name, [f"doc-{i:03d}" for i in range(30)], blob="x" * 300_000)  # ~9 MB of changes
+    incremental, _ = run_main({**params, **INCREMENTAL})
+    assert incremental["ok"] and incremental["docs"] == 30, incremental
+    body = s3_client.get_object(Bucket=bucket, Key=incremental["key"])["Body"].read()
+    lines = body.split(b"\n")[1:-1]
+    assert len(lines) >= 3 and all(len(line) < LINE_BYTES + 310_000 for line in lines), [len(x) for x in lines]
+    _assert_incremental(s3_client, bucket, incremental, full, db_name)
+    restored = _restore(params, f"{db_name}-r", COS_KEY="latest", SOURCE_DB=db_name, CREATE_TARGET=True)
+    assert restored["chain"] == [full["key"], incremental["key"]], restored
+    assert live_docs(couch, f"{db_name}-r") == live_docs(couch, db_name)

@@ -22,7 +22,7 @@ from tests.faults.outcomes import (
     unique,
     via,
 )
-from tests.helpers import cos_params, couch_params, live_docs
+from tests.helpers import cos_params, couch_params, live_docs, load_docs
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -74,6 +74,27 @@ def test_one_network_fault_on_a_page_still_completes_the_backup(couch, small_db,
     result, _, elapsed = timed({**backup_params, "REQUEST_TIMEOUT": 2})
     assert_backup_completed(result, couch, small_db, s3_client, bucket, {**backup_params, "CLOUDANT_URL": couch.url})
     assert couch_proxy.faults >= 1 and elapsed < 30
+
+
+def test_a_bulk_get_cut_mid_body_keeps_what_arrived_and_asks_again_for_the_rest(couch, seaweed, bucket, s3_client,
+                                                                                couch_proxy):
+    """An incremental streams each `_bulk_get` answer: after a cut, the documents already read are kept and
+    only the rest is asked for again, so every changed document is written exactly once."""
+    db = unique("inc")
+    load_docs(couch, db, [{"_id": f"old-{i:03d}"} for i in range(10)])
+    params = {**couch_params(couch, db), **cos_params(seaweed, bucket)}
+    full, _, _ = timed(params)
+    assert full.get("ok"), full
+    new_ids = [f"new-{i:03d}" for i in range(200)]
+    load_docs(couch, db, [{"_id": i, "pad": "p" * 2000} for i in new_ids])  # one ~420 KB `_bulk_get` answer
+    rule = couch_proxy.add_rule(r"^POST /[^/]+/_bulk_get", Fault.cut_mid_body(100_000))
+    result, _, _ = timed(via(couch_proxy, {**params, "BACKUP_MODE": "incremental"}, "CLOUDANT_URL"))
+    assert result.get("ok") and result["kind"] == "incremental" and result["docs"] == 200, result
+    assert rule.hits == 1
+    bulk_gets = [what for _, _, path, what in couch_proxy.events if "/_bulk_get" in path]
+    assert len(bulk_gets) == 2 and bulk_gets[0].startswith("cut"), bulk_gets
+    written = [d["_id"] for d in docs_of(s3_client, bucket, result["key"])]
+    assert len(written) == 200 and sorted(written) == new_ids  # in feed order, each once
 
 
 # ---------------------------------------------------------------------------------------- backup, persistent

@@ -54,6 +54,16 @@ def test_not_an_all_docs_response() -> None:
         list(iter_rows([b'{"error":"x"}']))
 
 
+def test_a_bulk_get_response_streams_its_results_array() -> None:
+    results = [{"id": f"d{i}", "docs": [{"ok": {"_id": f"d{i}", "_rev": "1-a", "x": "\u00e9" * i}}]} for i in range(30)]
+    body = json.dumps({"results": results}).encode()
+    assert list(iter_rows((body[i:i + 7] for i in range(0, len(body), 7)), array="results")) == results
+    with pytest.raises(RowsFormatError, match="no \"results\" array"):
+        list(iter_rows([b'{"rows":[]}'], array="results"))
+    with pytest.raises(RowsFormatError, match="ended inside the \"results\" array"):
+        list(iter_rows([body[:-2]], array="results"))
+
+
 # -- whole pages, spliced (page_docs), and the same rows streamed (iter_docs)
 
 def _as_values(docs: list) -> list:
