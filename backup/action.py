@@ -12,6 +12,7 @@ from typing import Any
 from backup.config import Config, load_config
 from backup.errors import BackupError
 from backup.log import Log
+from backup.memory import return_large_buffers
 from backup.redaction import redact
 
 
@@ -27,6 +28,7 @@ def _operations() -> dict[str, Callable[[Config, Log], dict[str, Any]]]:
 def run(args: Mapping[str, Any], log: Log) -> dict[str, Any]:
     """Run one operation; raise BackupError on any failure (the CLI maps it to an exit code)."""
     config = load_config(args)
+    return_large_buffers()
     return _operations()[config.operation](config, log)
 
 
