@@ -6,7 +6,9 @@ failed and where (database and host, never credentials).
 
 from __future__ import annotations
 
+import functools
 import itertools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -18,7 +20,7 @@ from ibmcloudant.cloudant_v1 import CloudantV1
 
 from backup.config import CloudantConfig
 from backup.errors import CloudantError
-from backup.rows import Doc, RowsFormatError, iter_docs, iter_rows, page_docs, page_limit
+from backup.rows import Doc, Page, RowsFormatError, iter_docs, iter_rows, page_docs, page_limit
 
 # `_all_docs` has no "until the end" on pouchdb-server without an end_key (it drops ids starting at or
 # above U+00FF); U+10FFFF sorts after every real id under CouchDB's raw collation too.
@@ -123,66 +125,130 @@ def iter_pages(client: CloudantV1, db: str, max_rows: int, page_bytes: int, afte
     document seen so far; the first page is 1,000 rows), so requests stay few: `_all_docs` is Cloudant's
     scarcest request class. A page is read whole and spliced (`rows.page_docs`); one above PAGE_BUFFER
     bytes is decoded row by row as it streams instead, so memory stays bounded whatever the documents.
+    Once a whole page is decoded, the next one is requested (`_Ahead`) while this one is spliced and
+    handed on, so the server is not idle meanwhile and a round trip per page is hidden.
     Paging uses start_key = last id seen (the extra first row is dropped), which never skips an id, unlike
     `last id + "\\u0000"`. A page cut mid-body is requested again from the last row received. With
     `after`, reading resumes after that id.
     """
     where = f"{client.service_url}/{db}"
     what = f"reading documents of '{db}'"
+
+    def request(start: str | None, limit: int) -> Any:
+        kwargs: dict[str, Any] = {"db": db, "include_docs": True, "end_key": END_KEY, "limit": limit}
+        if start is not None:
+            kwargs.update(start_key=start, limit=limit + 1)  # its first row is `start` itself, dropped
+        return call(what, where, lambda: client.post_all_docs_as_stream(**kwargs).get_result())
+
     last_id = after
     seen_docs = seen_bytes = 0
-    while True:
-        limit, received, faults = page_limit(max_rows, page_bytes, seen_docs, seen_bytes), 0, 0
-        while True:  # one page; after a fault inside the body, the rest of it from the last row received
-            kwargs: dict[str, Any] = {"db": db, "include_docs": True, "end_key": END_KEY, "limit": limit - received}
-            if last_id is not None:
-                kwargs.update(start_key=last_id, limit=kwargs["limit"] + 1)
-            response = call(what, where, lambda kwargs=kwargs: client.post_all_docs_as_stream(**kwargs).get_result())
-            docs: list[tuple[str, bytes]] = []
-            skip = last_id
-            try:
-                for doc_id, doc in _page_rows(response.iter_content(STREAM_CHUNK)):
-                    if skip is not None and doc_id == skip:
+    ahead: _Ahead | None = None
+    try:
+        while True:
+            limit = ahead.limit if ahead is not None else page_limit(max_rows, page_bytes, seen_docs, seen_bytes)
+            received, faults = 0, 0
+            while True:  # one page; after a fault inside the body, the rest of it from the last row received
+                response = ahead.response() if ahead is not None else request(last_id, limit - received)
+                ahead = None
+                docs: list[tuple[str, bytes]] = []
+                skip = last_id
+                try:
+                    rows = _page_rows(response.iter_content(STREAM_CHUNK))
+                    if isinstance(rows, Page):
+                        response.close()
+                        n_docs, n_bytes = rows.doc_sizes()
+                        seen_docs, seen_bytes = seen_docs + n_docs, seen_bytes + n_bytes
+                        new_rows = len(rows) - int(skip is not None and rows.first_id() == skip)
+                        next_start = rows.last_id()
+                        if received + new_rows >= limit and next_start is not None:  # not the last page
+                            n = page_limit(max_rows, page_bytes, seen_docs, seen_bytes)
+                            ahead = _Ahead(functools.partial(request, next_start, n), n)
+                    for doc_id, doc in rows:
+                        if skip is not None and doc_id == skip:
+                            skip = None
+                            continue
                         skip = None
-                        continue
-                    skip = None
-                    received += 1
-                    last_id = doc_id
-                    if doc is not None:
-                        seen_docs, seen_bytes = seen_docs + 1, seen_bytes + len(doc)
-                        docs.append((doc_id, doc))
-                        if len(docs) >= batch:
-                            yield docs
-                            docs = []
-                if docs:
-                    yield docs
-                break
-            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError,
-                    RowsFormatError) as exc:
-                faults += 1
-                if faults > BODY_RETRIES:
-                    raise describe(exc, what, where) from None
-                if docs:
-                    yield docs  # rows already decoded are good: keep them, continue after them
-                time.sleep(min(2 ** faults, 10))
-            finally:
-                response.close()
-        if received < limit:
+                        received += 1
+                        last_id = doc_id
+                        if doc is not None:
+                            if not isinstance(rows, Page):
+                                seen_docs, seen_bytes = seen_docs + 1, seen_bytes + len(doc)
+                            docs.append((doc_id, doc))
+                            if len(docs) >= batch:
+                                yield docs
+                                docs = []
+                    rows = None  # frees the body before the next one arrives
+                    if docs:
+                        yield docs
+                    break
+                except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError,
+                        RowsFormatError) as exc:
+                    faults += 1
+                    if faults > BODY_RETRIES:
+                        raise describe(exc, what, where) from None
+                    if ahead is not None:
+                        ahead.drop()  # this page is read again first
+                        ahead = None
+                    if docs:
+                        yield docs  # rows already decoded are good: keep them, continue after them
+                    time.sleep(min(2 ** faults, 10))
+                finally:
+                    response.close()
+            if received < limit:
+                return
+    finally:
+        if ahead is not None:
+            ahead.drop()  # stopped early (deadline, failure): its answer is not read
+
+
+class _Ahead:
+    """The next page's request, sent on a daemon thread (a stop never waits for it) while this page is
+    spliced. Its answer is read by the caller; dropped, it is closed unread."""
+
+    def __init__(self, send: Callable[[], Any], limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._answer: Any = None
+        self._error: BaseException | None = None
+        self._dropped = False
+        self._thread = threading.Thread(target=self._run, args=(send,), name="next-page", daemon=True)
+        self._thread.start()
+
+    def _run(self, send: Callable[[], Any]) -> None:
+        try:
+            answer = send()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread by response()
+            self._error = exc
             return
+        with self._lock:
+            self._answer = answer
+            if self._dropped:
+                answer.close()
+
+    def response(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._answer
+
+    def drop(self) -> None:
+        with self._lock:
+            self._dropped = True
+            if self._answer is not None:
+                self._answer.close()
 
 
-def _page_rows(chunks: Iterator[bytes]) -> Iterator[Doc]:
+def _page_rows(chunks: Iterator[bytes]) -> Page | Iterator[Doc]:
     """The rows of one response: held whole and spliced when it fits in PAGE_BUFFER, else decoded as it streams."""
     body = bytearray()
     for chunk in chunks:
         body += chunk
         if len(body) > PAGE_BUFFER:
             held = (bytes(body[i:i + STREAM_CHUNK]) for i in range(0, len(body), STREAM_CHUNK))
-            yield from iter_docs(itertools.chain(held, chunks))
-            return
-    docs = page_docs(body)
+            return iter_docs(itertools.chain(held, chunks))
+    page = page_docs(body)
     # msgspec refused it (an escaped lone surrogate, say): the slower decoder takes anything valid
-    yield from iter_docs([body]) if docs is None else docs
+    return iter_docs([body]) if page is None else page
 
 
 def iter_changes(client: CloudantV1, db: str, since: Any, limit: int) -> Iterator[tuple[list[dict[str, Any]], Any, Any]]:

@@ -54,27 +54,47 @@ def page_limit(max_rows: int, page_bytes: int, seen_docs: int, seen_bytes: int) 
     return max(1, min(max_rows, page_bytes * seen_docs // max(seen_bytes, 1)))
 
 
-def page_docs(body: bytes | bytearray) -> Iterator[Doc] | None:
+def page_docs(body: bytes | bytearray) -> Page | None:
     """Every row of a whole `_all_docs` response, or None when the fast decoder cannot take it (the caller
-    then uses `iter_docs`, which also accepts what msgspec refuses, such as escaped lone surrogates).
-
-    The JSON is validated at once; the documents are copied out one by one as the iterator is consumed,
-    so a page costs its body plus one small struct per row, not a second copy of itself.
-    """
+    then uses `iter_docs`, which also accepts what msgspec refuses, such as escaped lone surrogates)."""
     try:
         page = _PAGE.decode(body)
     except msgspec.DecodeError:
         return None
-    return _spliced(page.rows)
+    return Page(page.rows)
+
+
+class Page:
+    """A whole `_all_docs` response, validated at once. Its size and ids are known before the documents are
+    copied out, one by one as it is iterated, so it costs its body plus one small struct per row."""
+
+    def __init__(self, rows: list[_Row]) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[Doc]:
+        return _spliced(self._rows)
+
+    def first_id(self) -> str | None:
+        return self._rows[0].id if self._rows else None
+
+    def last_id(self) -> str | None:
+        return self._rows[-1].id if self._rows else None
+
+    def doc_sizes(self) -> tuple[int, int]:
+        """(documents, their bytes as sent), for sizing the next page."""
+        sizes = [len(row.doc) for row in self._rows if row.doc != _NO_DOC]
+        return len(sizes), sum(sizes)
 
 
 def _spliced(rows: list[_Row]) -> Iterator[Doc]:
     for row in rows:
         if row.id is None:
             raise RowsFormatError("a row of the response has no id")
-        raw = bytes(row.doc)
         try:
-            yield row.id, None if raw == b"null" else ascii_json(raw)
+            yield row.id, None if row.doc == _NO_DOC else ascii_json(bytes(row.doc))
         except UnicodeDecodeError:
             raise RowsFormatError("the response is not valid UTF-8") from None
 
