@@ -33,6 +33,7 @@ from backup.log import Log
 from backup.manifest import Manifest, combined_sha256
 from backup.pipe import Pipe, PipeCancelled
 from backup.retention import apply_retention
+from backup.rows import size_hint
 
 # Bytes the reader may run ahead of the uploader. Parts upload in the background while the next fills,
 # so a small pipe keeps both busy; memory is about pipe + 2 parts + one page.
@@ -61,8 +62,9 @@ class _Reader:
     """Reads the database into the pipe on its own thread; stops early when the deadline comes."""
 
     def __init__(self, client: Any, db: str, pipe: Pipe, config: Config, cp: Checkpoint, deadline: Deadline,
-                 first_line: bytes | None, log: Log) -> None:
+                 first_line: bytes | None, log: Log, hint: tuple[int, int] | None = None) -> None:
         self.client, self.db, self.pipe, self.log, self.cp = client, db, pipe, log, cp
+        self.hint = hint
         self.deadline = deadline
         self.max_rows = config.tune("PAGE_SIZE")
         self.per_line = config.tune("DOCS_PER_LINE")
@@ -108,7 +110,7 @@ class _Reader:
         line: list[tuple[str, bytes]] = []
         size = 0
         for page in cloudant.iter_pages(self.client, self.db, self.max_rows, PAGE_BYTES,
-                                        after=self.cp.resume_mark(), batch=self.per_line):
+                                        after=self.cp.resume_mark(), batch=self.per_line, hint=self.hint):
             self._page_read(len(page))
             for doc in page:
                 line.append(doc)
@@ -221,7 +223,7 @@ def run_backup(config: Config, log: Log, now: datetime | None = None, deadline: 
         base=cp.base, since=cp.since)
 
     pipe = Pipe(PIPE_BYTES)
-    reader = _Reader(client, db, pipe, config, cp, deadline, first_line, log)
+    reader = _Reader(client, db, pipe, config, cp, deadline, first_line, log, size_hint(info))
     upload = cos.MultipartUpload(s3, bucket, cp.key, config.tune("PART_SIZE_MB") * MIB, log,
                                  metadata={"database": db, "tool": "cloudant-cos-backup"},
                                  upload_id=cp.upload_id or None, parts=cp.parts, deadline=deadline)

@@ -117,12 +117,13 @@ def database_info(client: CloudantV1, db: str) -> dict[str, Any]:
 
 
 def iter_pages(client: CloudantV1, db: str, max_rows: int, page_bytes: int, after: str | None = None,
-               batch: int = 500) -> Iterator[list[tuple[str, bytes]]]:
+               batch: int = 500, hint: tuple[int, int] | None = None) -> Iterator[list[tuple[str, bytes]]]:
     """Every live document (winning revision, design docs included) in id order, as (id, document JSON in
     the backup format), in batches of <= `batch`.
 
     Pages hold up to `max_rows` rows and about `page_bytes` of documents (the row limit follows the average
-    document seen so far; the first page is 1,000 rows), so requests stay few: `_all_docs` is Cloudant's
+    document seen so far; for the first page, the database's average from `hint`, see `rows.size_hint`), so
+    requests stay few: `_all_docs` is Cloudant's
     scarcest request class. A page is read whole and spliced (`rows.page_docs`); one above PAGE_BUFFER
     bytes is decoded row by row as it streams instead, so memory stays bounded whatever the documents.
     Once a whole page is decoded, the next one is requested (`_Ahead`) while this one is spliced and
@@ -145,7 +146,10 @@ def iter_pages(client: CloudantV1, db: str, max_rows: int, page_bytes: int, afte
     ahead: _Ahead | None = None
     try:
         while True:
-            limit = ahead.limit if ahead is not None else page_limit(max_rows, page_bytes, seen_docs, seen_bytes)
+            if ahead is not None:
+                limit = ahead.limit
+            else:
+                limit = page_limit(max_rows, page_bytes, *(hint if hint and not seen_docs else (seen_docs, seen_bytes)))
             received, faults = 0, 0
             while True:  # one page; after a fault inside the body, the rest of it from the last row received
                 response = ahead.response() if ahead is not None else request(last_id, limit - received)

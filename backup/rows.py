@@ -47,6 +47,16 @@ class RowsFormatError(ValueError):
     """The response is not an `_all_docs` object with a "rows" array."""
 
 
+def size_hint(info: dict[str, Any]) -> tuple[int, int] | None:
+    """(documents, bytes) from a database's info, to size the first page before any is read: Cloudant and
+    CouchDB report `sizes.external`, which counts attachments too, so the average errs large and the first
+    page small. None when the server reports no sizes (pouchdb-server): the first page is FIRST_PAGE rows."""
+    docs, external = info.get("doc_count"), (info.get("sizes") or {}).get("external")
+    if isinstance(docs, int) and docs > 0 and isinstance(external, int) and external > 0:
+        return docs, external
+    return None
+
+
 def page_limit(max_rows: int, page_bytes: int, seen_docs: int, seen_bytes: int) -> int:
     """Rows to ask for so that a page holds about `page_bytes` of documents, going by the average so far."""
     if not seen_docs:

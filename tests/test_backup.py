@@ -103,6 +103,28 @@ def test_backup_keeps_every_document_exactly_whichever_decoder_reads_it(couch, d
         assert True not in spliced  # pages above the buffer streamed; the small last one (surrogate) fell back
 
 
+def test_pages_follow_the_database_size_then_the_documents_read(couch, db_name):
+    """The first page is sized from the database's own average (`sizes.external`, when reported), later pages
+    from the documents read; every document comes once, in id order, whatever the page sizes."""
+    from backup import cloudant
+    from backup.config import CloudantConfig
+    from backup.redaction import Secret
+
+    docs = [{"_id": f"d{i:04d}", "pad": "x" * 200} for i in range(1200)]
+    load_docs(couch, db_name, docs)
+    auth = {"auth": "basic", "username": couch.admin[0], "password": Secret(couch.admin[1])} if couch.admin else {"auth": "none"}
+    client = cloudant.make_client(CloudantConfig(couch.url, **auth), 30, 0)
+    whole = 10**9  # one batch per page: the batches show the page sizes
+
+    def sizes(hint):
+        return [len(p) for p in cloudant.iter_pages(client, db_name, 500, 8 << 20, batch=whole, hint=hint)]
+
+    assert sizes(None) == [500, 500, 200]  # no hint: FIRST_PAGE rows, capped by max_rows
+    assert sizes((1000, 1000 * (80 << 10))) == [102, 500, 500, 98]  # ~80 KB docs reported: ~8 MiB of them first
+    pages = list(cloudant.iter_pages(client, db_name, 500, 8 << 20, batch=whole, hint=(1000, 1000 * (80 << 10))))
+    assert [doc_id for page in pages for doc_id, _ in page] == [d["_id"] for d in docs]
+
+
 def test_empty_database_gives_a_metadata_only_backup(couch, db_name, bucket, s3_client, params):
     load_docs(couch, db_name, [])
     result, _ = run_main(params)

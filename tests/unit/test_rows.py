@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from backup.rows import FIRST_PAGE, RowsFormatError, iter_docs, iter_rows, page_docs, page_limit
+from backup.rows import FIRST_PAGE, RowsFormatError, iter_docs, iter_rows, page_docs, page_limit, size_hint
 
 ROWS = [
     {"id": f"d{i}", "key": f"d{i}", "value": {"rev": "1-a"},
@@ -121,3 +121,10 @@ def test_page_docs_refuses_invalid_utf8_and_rows_without_id() -> None:
 def test_page_limit_follows_the_average_document(max_rows: int, page_bytes: int, seen_docs: int, seen_bytes: int,
                                                  expected: int) -> None:
     assert page_limit(max_rows, page_bytes, seen_docs, seen_bytes) == expected
+
+
+def test_size_hint_comes_from_the_database_info_when_it_reports_sizes() -> None:
+    assert size_hint({"doc_count": 1000, "sizes": {"external": 300_000, "file": 1}}) == (1000, 300_000)
+    assert size_hint({"doc_count": 1000}) is None  # pouchdb-server: no sizes
+    assert size_hint({"doc_count": 0, "sizes": {"external": 10}}) is None  # empty: nothing to average
+    assert size_hint({"doc_count": 5, "sizes": {"external": None}}) is None
