@@ -24,6 +24,7 @@ from typing import Any
 from backup import cloudant, cos, openwhisk
 from backup.catalog import find_backups
 from backup.checkpoint import Checkpoint, CheckpointStore
+from backup.clients import make_clients
 from backup.config import MIB, Config
 from backup.deadline import Deadline
 from backup.errors import BackupError, CosError
@@ -193,9 +194,7 @@ def run_backup(config: Config, log: Log, now: datetime | None = None, deadline: 
     started_at = time.monotonic()
     db, bucket = config.db, config.cos.bucket
     deadline = deadline or deadline_for(config)  # a fan-out passes one deadline for all its databases
-    timeout, retries = config.tune("REQUEST_TIMEOUT"), config.tune("MAX_RETRIES")
-    client = cloudant.make_client(config.cloudant, timeout, retries)
-    s3 = cos.make_client(config.cos, timeout, retries)
+    client, s3 = make_clients(config)
 
     info = cloudant.database_info(client, db)
     cos.check_bucket(s3, bucket)

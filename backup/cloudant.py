@@ -82,7 +82,7 @@ def describe(exc: BaseException, what: str, where: str) -> CloudantError:
             429: "rate limited (429) after all retries: raise the Cloudant capacity or retry later",
         }
         detail = hints.get(code, f"HTTP {code}: {exc.message}")
-        return CloudantError(f"{what} at {where}: {detail}")
+        return CloudantError(f"{what} at {where}: {detail}", status=code)
     if isinstance(exc, requests.exceptions.RetryError):
         return CloudantError(f"{what} at {where}: still failing after all retries ({_reason(exc)})")
     if isinstance(exc, requests.exceptions.Timeout):

@@ -19,10 +19,17 @@ class ConfigError(BackupError):
 
 
 class CloudantError(BackupError):
-    """The Cloudant/CouchDB side failed: unreachable, unauthorised, missing database, rejected writes."""
+    """The Cloudant/CouchDB side failed: unreachable, unauthorised, missing database, rejected writes.
+
+    `status` is the HTTP status the server answered, when it answered one.
+    """
 
     exit_code = 3
     kind = "cloudant"
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class CosError(BackupError):

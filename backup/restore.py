@@ -17,6 +17,7 @@ from typing import Any
 from backup import cloudant, cos
 from backup.catalog import find_backups, latest_key
 from backup.chain import restore_chain
+from backup.clients import make_clients
 from backup.config import Config
 from backup.errors import BackupError, CloudantError, CosError, DatabaseNotEmptyError, FormatError
 from backup.format import LineDecoder, split_lines
@@ -35,7 +36,7 @@ def _prepare_target(client: Any, db: str, create: bool, allow_non_empty: bool, l
     try:
         info = cloudant.database_info(client, db)
     except CloudantError as exc:
-        if "(404)" not in str(exc):
+        if exc.status != 404:
             raise
         if not create:
             raise CloudantError(
@@ -144,10 +145,8 @@ def run_restore(config: Config, log: Log) -> dict[str, Any]:
     assert config.cloudant is not None and config.db is not None and config.key is not None
     started = time.monotonic()
     db, bucket, prefix = config.db, config.cos.bucket, config.cos.prefix
-    timeout, retries = config.tune("REQUEST_TIMEOUT"), config.tune("MAX_RETRIES")
     batch_size, parallelism = config.tune("RESTORE_BATCH_SIZE"), config.tune("RESTORE_PARALLELISM")
-    client = cloudant.make_client(config.cloudant, timeout, retries)
-    s3 = cos.make_client(config.cos, timeout, retries)
+    client, s3 = make_clients(config)
     key = config.key
     if key == "latest":
         assert config.source_db is not None
