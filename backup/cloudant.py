@@ -122,12 +122,11 @@ def iter_pages(client: CloudantV1, db: str, max_rows: int, page_bytes: int, afte
     the backup format), in batches of <= `batch`.
 
     Pages hold up to `max_rows` rows and about `page_bytes` of documents (the row limit follows the average
-    document seen so far; for the first page, the database's average from `hint`, see `rows.size_hint`), so
-    requests stay few: `_all_docs` is Cloudant's
-    scarcest request class. A page is read whole and spliced (`rows.page_docs`); one above PAGE_BUFFER
-    bytes is decoded row by row as it streams instead, so memory stays bounded whatever the documents.
-    Once a whole page is decoded, the next one is requested (`_Ahead`) while this one is spliced and
-    handed on, so the server is not idle meanwhile and a round trip per page is hidden.
+    document seen so far; for the first page, the database's own average from `hint`, see `rows.size_hint`),
+    so requests stay few: `_all_docs` is Cloudant's scarcest request class. A page is read whole and spliced
+    (`rows.page_docs`); one above PAGE_BUFFER bytes is decoded row by row as it streams instead, so memory
+    stays bounded whatever the documents. Once a whole page is decoded, the next one is requested (`_Ahead`)
+    while this one is spliced and handed on: the server works on it meanwhile instead of waiting for us.
     Paging uses start_key = last id seen (the extra first row is dropped), which never skips an id, unlike
     `last id + "\\u0000"`. A page cut mid-body is requested again from the last row received. With
     `after`, reading resumes after that id.
@@ -301,7 +300,10 @@ def iter_bulk_get(client: CloudantV1, db: str, items: list[dict[str, str]]) -> I
                         error = answer.get("error", {})
                         errors.append({"id": entry.get("id"), "rev": error.get("rev"), "error": error.get("error"),
                                        "reason": error.get("reason")})
-            break  # the whole answer (a server answering fewer entries than asked is not asked forever)
+            if answered < len(items):  # a whole answer, but short: never skip changes silently
+                raise CloudantError(f"{what}: the server answered {answered} of the {len(items)} revisions asked "
+                                    "for; retry the backup")
+            break
         except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError,
                 RowsFormatError) as exc:
             faults += 1

@@ -22,7 +22,7 @@ from tests.faults.outcomes import (
     unique,
     via,
 )
-from tests.helpers import cos_params, couch_params, live_docs, load_docs
+from tests.helpers import cos_params, couch_params, incomplete_uploads, keys_in, live_docs, load_docs
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -95,6 +95,22 @@ def test_a_bulk_get_cut_mid_body_keeps_what_arrived_and_asks_again_for_the_rest(
     assert len(bulk_gets) == 2 and bulk_gets[0].startswith("cut"), bulk_gets
     written = [d["_id"] for d in docs_of(s3_client, bucket, result["key"])]
     assert len(written) == 200 and sorted(written) == new_ids  # in feed order, each once
+
+
+def test_a_bulk_get_answering_fewer_revisions_than_asked_fails_the_incremental(couch, seaweed, bucket, s3_client,
+                                                                                couch_proxy):
+    """A whole but short `_bulk_get` answer would skip changes silently: the incremental fails instead."""
+    db = unique("inc")
+    load_docs(couch, db, [{"_id": f"old-{i:03d}"} for i in range(10)])
+    params = {**couch_params(couch, db), **cos_params(seaweed, bucket)}
+    full, _, _ = timed(params)
+    assert full.get("ok"), full
+    before = sorted(keys_in(s3_client, bucket))
+    load_docs(couch, db, [{"_id": f"new-{i:03d}"} for i in range(20)])
+    couch_proxy.add_rule(r"^POST /[^/]+/_bulk_get", Fault.status(200, body=b'{"results":[]}'))
+    result, _, _ = timed(via(couch_proxy, {**params, "BACKUP_MODE": "incremental"}, "CLOUDANT_URL"))
+    assert result.get("kind") == "cloudant" and "answered 0 of the 20 revisions" in result["error"], result
+    assert sorted(keys_in(s3_client, bucket)) == before and incomplete_uploads(s3_client, bucket) == []
 
 
 # ---------------------------------------------------------------------------------------- backup, persistent
