@@ -111,6 +111,19 @@ def call(what: str, where: str, fn: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
+# Faults inside a response body, after the SDK (whose retries see only the request) has handed it over.
+_BODY_FAULTS = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError, RowsFormatError)
+
+
+def _after_body_fault(faults: int, exc: BaseException, what: str, where: str) -> int:
+    """One more fault inside a response body: wait before asking again, or give up after BODY_RETRIES."""
+    faults += 1
+    if faults > BODY_RETRIES:
+        raise describe(exc, what, where) from None
+    time.sleep(min(2 ** faults, 10))
+    return faults
+
+
 def database_info(client: CloudantV1, db: str) -> dict[str, Any]:
     where = f"{client.service_url}/{db}"
     return call(f"reading database '{db}'", where, lambda: client.get_database_information(db=db).get_result())
@@ -184,17 +197,13 @@ def iter_pages(client: CloudantV1, db: str, max_rows: int, page_bytes: int, afte
                     if docs:
                         yield docs
                     break
-                except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError,
-                        RowsFormatError) as exc:
-                    faults += 1
-                    if faults > BODY_RETRIES:
-                        raise describe(exc, what, where) from None
+                except _BODY_FAULTS as exc:
                     if ahead is not None:
                         ahead.drop()  # this page is read again first
                         ahead = None
+                    faults = _after_body_fault(faults, exc, what, where)
                     if docs:
                         yield docs  # rows already decoded are good: keep them, continue after them
-                    time.sleep(min(2 ** faults, 10))
                 finally:
                     response.close()
             if received < limit:
@@ -304,12 +313,8 @@ def iter_bulk_get(client: CloudantV1, db: str, items: list[dict[str, str]]) -> I
                 raise CloudantError(f"{what}: the server answered {answered} of the {len(items)} revisions asked "
                                     "for; retry the backup")
             break
-        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError,
-                RowsFormatError) as exc:
-            faults += 1
-            if faults > BODY_RETRIES:
-                raise describe(exc, what, where) from None
-            time.sleep(min(2 ** faults, 10))
+        except _BODY_FAULTS as exc:
+            faults = _after_body_fault(faults, exc, what, where)
         finally:
             response.close()
     if errors:
