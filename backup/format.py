@@ -28,10 +28,6 @@ def metadata_line(mode: str = "shallow", **facts: Any) -> bytes:
     return encode(meta)
 
 
-def docs_line(docs: list[dict[str, Any]]) -> bytes:
-    return encode(docs)
-
-
 def raw_docs_line(docs: list[bytes]) -> bytes:
     """A line from documents already in this format's JSON (see `ascii_json`): spliced, never re-encoded."""
     return b"[" + b",".join(docs) + b"]\n"

@@ -13,7 +13,6 @@ from backup.errors import FormatError
 from backup.format import (
     LineDecoder,
     ascii_json,
-    docs_line,
     encode,
     is_metadata,
     metadata_line,
@@ -55,7 +54,7 @@ def test_metadata_line_is_ascii_even_with_non_ascii_facts() -> None:
 
 
 def test_docs_line_is_ascii_only_and_round_trips_exactly() -> None:
-    line = docs_line(NON_ASCII_DOCS)
+    line = encode(NON_ASCII_DOCS)
     assert all(b < 0x80 for b in line)
     assert line.endswith(b"\n")
     assert line.count(b"\n") == 1  # newlines inside strings are escaped
@@ -76,7 +75,7 @@ def test_decoder_reads_metadata_then_docs() -> None:
     assert first.number == 1 and first.docs == [] and first.metadata is not None
     assert first.metadata["database"] == "orders"
     assert decoder.metadata == first.metadata
-    second = decoder.decode(docs_line(NON_ASCII_DOCS))
+    second = decoder.decode(encode(NON_ASCII_DOCS))
     assert second is not None
     assert second.number == 2 and second.docs == NON_ASCII_DOCS and second.metadata is None
 
@@ -234,7 +233,7 @@ def test_split_lines_random_chunkings_of_larger_inputs() -> None:
 
 
 def test_split_then_decode_round_trips_a_whole_backup() -> None:
-    body = metadata_line() + docs_line(NON_ASCII_DOCS) + docs_line([{"_id": "z"}])
+    body = metadata_line() + encode(NON_ASCII_DOCS) + encode([{"_id": "z"}])
     decoder = LineDecoder()
     docs: list[dict[str, Any]] = []
     for raw, ended in split_lines([body[i:i + 5] for i in range(0, len(body), 5)]):
@@ -280,4 +279,4 @@ def test_raw_docs_line_is_a_json_array_line() -> None:
     line = raw_docs_line(docs)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert json.loads(line) == [{"_id": "a"}, {"_id": "b", "x": [1]}]
-    assert line == docs_line([{"_id": "a"}, {"_id": "b", "x": [1]}])
+    assert line == encode([{"_id": "a"}, {"_id": "b", "x": [1]}])
