@@ -154,6 +154,7 @@ class MultipartUpload:
         # One part uploads in the background while the next one fills: memory is two parts at most.
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-upload")
         self._in_flight: Future[dict[str, Any]] | None = None
+        self._last_body: bytearray | None = None  # the short last part complete() sent, while in flight
         self._next_number = len(self.parts) + 1
         self._completed = False
         self._abandoned = False  # a stalled part was left behind: do not wait for its thread
@@ -189,12 +190,13 @@ class MultipartUpload:
         if len(self._buffer) >= part_size(self._next_number, self.base):
             self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self, last: bool = False) -> None:
         number = self._next_number
         if number > MAX_PARTS:
             raise CosError(f"uploading {where(self.bucket, self.key)}: more than {MAX_PARTS} parts needed; raise PART_SIZE_MB")
         self._wait()  # at most one part in flight; a failure of the previous part surfaces here
         body, self._buffer = self._buffer, bytearray()  # handed over whole: no copy of the part
+        self._last_body = body if last else None
         record = {"PartNumber": number, "size": len(body), "mark": self.mark, "docs": self.docs, "lines": self.lines}
         self._next_number += 1
         self._in_flight = self._sender.submit(self._send, body, record)
@@ -230,13 +232,21 @@ class MultipartUpload:
     def take_buffer(self) -> bytes:
         """For a checkpoint: the lines written but not yet in a part (fewer bytes than a part); the upload
         forgets them. A part still in flight after a short wait is given up, and the lines after it with it:
-        the counts and the resume mark go back to the last part uploaded, and those lines are read again."""
+        the counts and the resume mark go back to the last part uploaded, and those lines are read again.
+        The last part, sent by `complete()` when the deadline came, is never kept as a part: it may be under
+        5 MiB and the next invocation may read more after it, so its lines go back into the tail."""
         if self._in_flight is not None and self.deadline is not None and (left := self.deadline.remaining()) is not None:
             # A part about to land is kept: wait for it up to half the safety margin before the hard deadline.
             try:
                 self._in_flight.result(timeout=max(0.0, left - self.deadline.margin / 2))
             except Exception:  # noqa: BLE001 - still running (timeout) or failed: given up below either way
                 pass
+        if self._last_body is not None:
+            # Sent again under the same part number next time, which replaces this upload of it.
+            body, self._last_body = bytes(self._last_body), None
+            self._abandoned = self._in_flight is not None and not self._in_flight.done()
+            self._in_flight, self._next_number = None, self._next_number - 1
+            return body
         if self._in_flight is not None and not self._in_flight.done():
             self._in_flight, self._abandoned = None, True
             last = self.parts[-1] if self.parts else {}
@@ -249,7 +259,7 @@ class MultipartUpload:
 
     def complete(self) -> None:
         if self._buffer or self._next_number == 1:
-            self._flush()
+            self._flush(last=True)
         self._wait()
         etags = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in self.parts]
         call(

@@ -25,6 +25,16 @@ CREATE_UPLOAD = r"^POST /[^?]+\?uploads"
 ABORT_UPLOAD = r"^DELETE /[^?]+\?uploadId="
 
 
+def client_via(seaweed: Any, url: str) -> Any:
+    """An S3 client for `seaweed` whose requests go to `url` (a proxy), one attempt per call."""
+    import ibm_boto3
+    from ibm_botocore.client import Config
+
+    return ibm_boto3.client("s3", endpoint_url=url, aws_access_key_id=seaweed.access_key,
+                            aws_secret_access_key=seaweed.secret_key, region_name="us-east-1",
+                            config=Config(signature_version="s3v4", retries={"max_attempts": 1}))
+
+
 def via(proxy: Any, params: dict[str, Any], name: str) -> dict[str, Any]:
     """params with CLOUDANT_URL (or COS_ENDPOINT) pointed at the proxy."""
     return {**params, name: proxy.url}

@@ -20,6 +20,7 @@ from tests.faults.outcomes import (
     UPLOAD_PART,
     assert_backup_completed,
     assert_failed_cleanly,
+    client_via,
     docs_of,
     get_object,
     timed,
@@ -48,22 +49,13 @@ def test_hmac_signatures_pass_the_proxy_only_with_the_host_header_kept(seaweed, 
     """SeaweedFS validates SigV4 over the Host header: a proxy must not rewrite it."""
     for preserve_host in (True, False):
         with FaultProxy(seaweed.endpoint, flavor="s3", preserve_host=preserve_host) as proxy:
-            client = _client_via(seaweed, proxy.url)
+            client = client_via(seaweed, proxy.url)
             if preserve_host:
                 client.put_object(Bucket=bucket, Key="through-proxy", Body=b"signed")
             else:
                 with pytest.raises(ClientError, match="SignatureDoesNotMatch"):
                     client.put_object(Bucket=bucket, Key="rewritten-host", Body=b"signed")
     assert keys_in(s3_client, bucket) == ["through-proxy"]
-
-
-def _client_via(seaweed, url: str) -> Any:
-    import ibm_boto3
-    from ibm_botocore.client import Config
-
-    return ibm_boto3.client("s3", endpoint_url=url, aws_access_key_id=seaweed.access_key,
-                            aws_secret_access_key=seaweed.secret_key, region_name="us-east-1",
-                            config=Config(signature_version="s3v4", retries={"max_attempts": 1}))
 
 
 # ---------------------------------------------------------------------------------------- backup, transient

@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 
+from backup import cos
+from backup.config import MIB
+from backup.deadline import Deadline
 from devstack import Fault
-from tests.faults.outcomes import ALL_DOCS, UPLOAD_PART, assert_backup_completed, timed, via
-from tests.helpers import cos_params, couch_params, incomplete_uploads
+from tests.faults.outcomes import ALL_DOCS, UPLOAD_PART, assert_backup_completed, client_via, timed, via
+from tests.helpers import CapturedLog, cos_params, couch_params, incomplete_uploads
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -37,3 +40,31 @@ def test_a_stalled_upload_does_not_hold_the_action_past_its_deadline(couch, big_
     s3_proxy.add_rule(UPLOAD_PART, Fault.stall(30, times=None))
     result, _, elapsed = timed(via(s3_proxy, params, "COS_ENDPOINT"))
     assert elapsed < 3, f"returned after {elapsed:.1f}s, past its 3 s deadline: {result}"
+
+
+def test_a_last_part_sent_as_the_deadline_comes_goes_back_into_the_tail(seaweed, bucket, s3_client, s3_proxy):
+    """complete() sends a short last part; the deadline comes while it is in flight and it lands during the
+    checkpoint's wait. It must not be kept as a part: the next invocation may read more after it, and a
+    part under 5 MiB followed by another fails the whole upload (EntityTooSmall)."""
+    now = [0.0]
+    deadline = Deadline(100.0, 4.0, lambda: now[0])  # stop reading at 96
+    s3_proxy.add_rule(UPLOAD_PART, Fault.stall(0.5))
+    first_lines, more = b'{"first": "lines"}\n', b"[" + b"x" * (6 * MIB) + b"]\n"
+    with cos.MultipartUpload(client_via(seaweed, s3_proxy.url), bucket, "db.jsonl", 5 * MIB, CapturedLog(),
+                             deadline=deadline) as first:
+        first.write(first_lines, mark="id-1", docs=1)
+        now[0] = 96.5  # 3.5 s left: the checkpoint waits up to 1.5 s, long enough for the part to land
+        with pytest.raises(cos.PartStalled):
+            first.complete()
+        tail = first.take_buffer()
+    assert tail == first_lines and first.parts == [] and (first.docs, first.lines, first.mark) == (1, 1, "id-1")
+
+    # The next invocation: the tail, then what it reads after it; one part of 6 MiB, not 19 B + 6 MiB.
+    with cos.MultipartUpload(s3_client, bucket, "db.jsonl", 5 * MIB, CapturedLog(), upload_id=first.upload_id,
+                             parts=first.parts) as second:
+        second.write(tail, mark="id-1", docs=1)
+        second.write(more, mark="id-2", docs=1)
+        second.complete()
+    assert [p["PartNumber"] for p in second.parts] == [1]
+    assert s3_client.get_object(Bucket=bucket, Key="db.jsonl")["Body"].read() == first_lines + more
+    assert incomplete_uploads(s3_client, bucket) == []
