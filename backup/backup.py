@@ -71,8 +71,6 @@ class _Reader:
         self.per_line = config.tune("DOCS_PER_LINE")
         self.progress_every = config.tune("PROGRESS_EVERY")
         self.first_line = first_line
-        self.docs = 0  # in lines handed to the pipe
-        self.bytes = 0
         self.read = 0  # docs read from the database (this invocation)
         self._next_progress = self.progress_every
         self.final_seq: Any = cp.seq
@@ -86,8 +84,6 @@ class _Reader:
             lines = self._incremental() if self.cp.kind == "incremental" else self._full()
             for line in lines:
                 self.pipe.write(line, len(line.data))
-                self.docs += line.docs
-                self.bytes += len(line.data)
             self.pipe.close()
         except PipeCancelled:
             pass  # the uploader stopped (failure or deadline) and reports why
@@ -238,7 +234,7 @@ def run_backup(config: Config, log: Log, now: datetime | None = None, deadline: 
                 store.save(cp)
                 tracked = True
             tail = store.load_tail(cp) if resumed else b""
-            if tail:
+            if tail and cp.tail:
                 upload.write(tail, cp.tail["mark"], cp.tail["docs"] - upload.docs, cp.tail["lines"] - upload.lines)
             reader.thread.start()
             try:
@@ -292,7 +288,7 @@ def _checkpoint(config: Config, store: CheckpointStore, cp: Checkpoint, upload: 
     store.save(cp, tail, previous_tail)
     result: dict[str, Any] = {
         "ok": True, "complete": False, "operation": "backup", "database": cp.database, "bucket": config.cos.bucket,
-        "key": cp.key, "kind": cp.kind, "docs": upload.docs, "bytes": upload.bytes + len(tail), "parts": len(upload.parts),
+        "key": cp.key, "kind": cp.kind, "docs": upload.docs, "bytes": upload.uploaded_bytes + len(tail), "parts": len(upload.parts),
         "invocations": cp.invocations, "seconds": round(time.monotonic() - started_at, 3),
         "detail": "stopped before the deadline; the next invocation with the same parameters continues this backup",
     }
@@ -306,7 +302,7 @@ def _finish(config: Config, s3: Any, store: CheckpointStore | None, cp: Checkpoi
             reader: _Reader, log: Log, started_at: float) -> dict[str, Any]:
     bucket = config.cos.bucket
     manifest = Manifest(
-        key=cp.key, database=cp.database, docs=upload.docs, lines=upload.lines, bytes=upload.bytes,
+        key=cp.key, database=cp.database, docs=upload.docs, lines=upload.lines, bytes=upload.uploaded_bytes,
         sha256=combined_sha256([p["sha256"] for p in upload.parts]),
         parts=[{"size": p["size"], "sha256": p["sha256"]} for p in upload.parts],
         started=cp.started, finished=format_time(datetime.now(UTC)), update_seq=cp.update_seq,

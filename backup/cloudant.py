@@ -193,7 +193,7 @@ def iter_pages(client: CloudantV1, db: str, max_rows: int, page_bytes: int, afte
                             if len(docs) >= batch:
                                 yield docs
                                 docs = []
-                    rows = None  # frees the body before the next one arrives
+                    del rows  # frees the body before the next one arrives
                     if docs:
                         yield docs
                     break
@@ -263,6 +263,11 @@ def _page_rows(chunks: Iterator[bytes]) -> Page | Iterator[Doc]:
     return iter_docs([body]) if page is None else page
 
 
+def _result(method: Callable[..., Any], **kwargs: Any) -> Any:
+    """One SDK request's result, for `call` (bound with functools.partial: a retry repeats the same request)."""
+    return method(**kwargs).get_result()
+
+
 def iter_changes(client: CloudantV1, db: str, since: Any, limit: int) -> Iterator[tuple[list[dict[str, Any]], Any, Any]]:
     """The changes feed from `since`, one page at a time: (results, since of the page, last_seq).
 
@@ -275,7 +280,7 @@ def iter_changes(client: CloudantV1, db: str, since: Any, limit: int) -> Iterato
         kwargs: dict[str, Any] = {"db": db, "limit": limit}
         if since is not None:
             kwargs["since"] = str(since) if not isinstance(since, str) else since
-        result = call(f"reading changes of '{db}'", where, lambda kwargs=kwargs: client.post_changes(**kwargs).get_result())
+        result = call(f"reading changes of '{db}'", where, functools.partial(_result, client.post_changes, **kwargs))
         results = result.get("results", [])
         since = result.get("last_seq", since)
         yield results, page_since, since
@@ -298,7 +303,7 @@ def iter_bulk_get(client: CloudantV1, db: str, items: list[dict[str, str]]) -> I
     errors: list[dict[str, Any]] = []
     while answered < len(items):
         rest = items[answered:]
-        response = call(what, where, lambda rest=rest: client.post_bulk_get_as_stream(db=db, docs=rest, revs=True).get_result())
+        response = call(what, where, functools.partial(_result, client.post_bulk_get_as_stream, db=db, docs=rest, revs=True))
         try:
             for entry in iter_rows(response.iter_content(STREAM_CHUNK), array="results"):
                 answered += 1

@@ -6,6 +6,7 @@ Every SDK exception is turned here, once, into a `CosError` naming the bucket an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -160,7 +161,7 @@ class MultipartUpload:
         self._abandoned = False  # a stalled part was left behind: do not wait for its thread
 
     @property
-    def bytes(self) -> int:
+    def uploaded_bytes(self) -> int:
         """Bytes in uploaded parts."""
         return sum(p["size"] for p in self.parts)
 
@@ -227,7 +228,7 @@ class MultipartUpload:
             part = future.result()
             self.parts.append(part)
             self.log.info("part_uploaded", key=self.key, part=part["PartNumber"], bytes=part["size"],
-                          total_bytes=self.bytes)
+                          total_bytes=self.uploaded_bytes)
 
     def take_buffer(self) -> bytes:
         """For a checkpoint: the lines written but not yet in a part (fewer bytes than a part); the upload
@@ -346,7 +347,7 @@ def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
         if token:
             kwargs["ContinuationToken"] = token
-        page = call(f"listing {where(bucket, prefix)}", lambda kwargs=kwargs: s3.list_objects_v2(**kwargs))
+        page = call(f"listing {where(bucket, prefix)}", functools.partial(s3.list_objects_v2, **kwargs))
         yield from page.get("Contents", [])
         if not page.get("IsTruncated"):
             return
@@ -372,8 +373,8 @@ def iter_chunks(s3: Any, bucket: str, key: str) -> Iterator[bytes]:
                     raise describe(exc, what) from None
                 body.close()
                 extra = {"IfMatch": etag} if etag else {}
-                body = call(what, lambda offset=offset, extra=extra: s3.get_object(
-                    Bucket=bucket, Key=key, Range=f"bytes={offset}-", **extra))["Body"]
+                body = call(what, functools.partial(
+                    s3.get_object, Bucket=bucket, Key=key, Range=f"bytes={offset}-", **extra))["Body"]
                 continue
             if not chunk:
                 return

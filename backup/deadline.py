@@ -40,9 +40,8 @@ class Deadline:
         if not candidates:
             return cls(None, clock=clock)
         at = min(candidates)
-        if margin is None:
-            margin = min(30.0, max(1.0, (at - now) / 4))
-        return cls(at, float(margin), clock)
+        gap = float(margin) if margin is not None else min(30.0, max(1.0, (at - now) / 4))
+        return cls(at, gap, clock)
 
     def remaining(self) -> float | None:
         return None if self.at is None else self.at - self.clock()

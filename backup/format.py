@@ -123,7 +123,9 @@ class LineDecoder:
                 return self._bad(f"Error on line {self.number} of backup file - an element is not a document with an _id")
         return Line(self.number, value)
 
-    def _bad(self, message: str) -> None:
+    def _bad(self, message: str) -> Line | None:
+        """A broken line: skipped and counted in a file without a metadata line (as couchrestore does),
+        an error in one with it. Returns None so `decode` can return its result."""
         if self.metadata is None:
             self.skipped.append(self.number)
             return None

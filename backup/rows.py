@@ -109,7 +109,7 @@ def _spliced(rows: list[_Row]) -> Iterator[Doc]:
             raise RowsFormatError("the response is not valid UTF-8") from None
 
 
-def iter_docs(chunks: Iterable[bytes]) -> Iterator[Doc]:
+def iter_docs(chunks: Iterable[bytes | bytearray]) -> Iterator[Doc]:
     """`page_docs` for a response streamed as byte chunks, decoded row by row."""
     for row in iter_rows(chunks):
         if "id" not in row:
@@ -118,7 +118,7 @@ def iter_docs(chunks: Iterable[bytes]) -> Iterator[Doc]:
         yield row["id"], None if doc is None else encode_value(doc)
 
 
-def iter_rows(chunks: Iterable[bytes], array: str = "rows") -> Iterator[dict[str, Any]]:
+def iter_rows(chunks: Iterable[bytes | bytearray], array: str = "rows") -> Iterator[dict[str, Any]]:
     """Yield each element of the top-level `array` ("rows" of `_all_docs`, "results" of `_bulk_get`) of a
     JSON response streamed as byte chunks. Keys before it may hold only numbers (total_rows, offset)."""
     decode = codecs.getincrementaldecoder("utf-8")()

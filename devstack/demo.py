@@ -33,6 +33,7 @@ def run(docs: int) -> int:
         ])
         ibm_boto3.client("s3", endpoint_url=stack.s3.endpoint, aws_access_key_id=stack.s3.access_key,
                          aws_secret_access_key=stack.s3.secret_key).create_bucket(Bucket=bucket)
+        assert stack.couch.admin is not None  # LocalStack always makes one
         params = {
             "CLOUDANT_URL": stack.couch.url, "CLOUDANT_DB": db,
             "CLOUDANT_USERNAME": stack.couch.admin[0], "CLOUDANT_PASSWORD": stack.couch.admin[1],

@@ -129,7 +129,7 @@ def _death_signal_prefix() -> list[str]:
 def _http_get(url: str, timeout: float = 1.0) -> tuple[int, bytes] | None:
     """Status and body of an anonymous GET (no proxies, no redirects), or None if nothing answers."""
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    conn = http.client.HTTPConnection(parts.hostname or HOST, parts.port, timeout=timeout)
     try:
         conn.request("GET", parts.path or "/")
         resp = conn.getresponse()
@@ -253,7 +253,8 @@ class _ServerProcess:
             time.sleep(0.1)
 
     def _fail(self, reason: str) -> None:
-        cmd = " ".join(self._proc.args) if self._proc is not None else "?"
+        args = self._proc.args if self._proc is not None else "?"
+        cmd = " ".join(map(str, args)) if isinstance(args, (list, tuple)) else str(args)
         self._signal_group(signal.SIGKILL)
         self._reap()
         tails = "\n".join(f"--- last lines of {p} ---\n{_tail(p)}" for p in self._log_files())
@@ -332,7 +333,7 @@ class PouchServer(_ServerProcess):
         port: int | None = None,
     ) -> None:
         super().__init__(workdir)
-        self.admin = tuple(admin) if admin else None
+        self.admin: tuple[str, str] | None = (admin[0], admin[1]) if admin else None
         self.in_memory = in_memory
         self.port = port or free_port()
         self.data_dir = self.workdir / "data"

@@ -1,5 +1,5 @@
-"""Every shell script passes shellcheck, the Dockerfile hadolint, and the Python code ruff's rule set in ruff.toml
-(all pinned in requirements-dev.txt)."""
+"""Every shell script passes shellcheck, the Dockerfile hadolint, the Python code ruff's rule set in ruff.toml and
+mypy's checks in mypy.ini (all pinned in requirements-dev.txt)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ def test_shellcheck(script: Path) -> None:
 def test_ruff_passes_on_the_whole_tree() -> None:
     result = subprocess.run([tool("ruff"), "check", "--output-format", "concise", str(ROOT)], capture_output=True,
                             text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_passes_on_the_product_and_the_local_stack() -> None:
+    result = subprocess.run([tool("mypy")], capture_output=True, text=True, cwd=ROOT)  # files: mypy.ini
     assert result.returncode == 0, result.stdout + result.stderr
 
 
