@@ -221,7 +221,8 @@ def run_backup(config: Config, log: Log, now: datetime | None = None, deadline: 
     reader = _Reader(client, db, pipe, config, cp, deadline, first_line, log, size_hint(info))
     upload = cos.MultipartUpload(s3, bucket, cp.key, config.tune("PART_SIZE_MB") * MIB, log,
                                  metadata={"database": db, "tool": "cloudant-cos-backup"},
-                                 upload_id=cp.upload_id or None, parts=cp.parts, deadline=deadline)
+                                 upload_id=cp.upload_id or None, parts=cp.parts, next_part=cp.next_part,
+                                 deadline=deadline)
     stopped = False
     tracked = resumed  # a checkpoint in the bucket refers to this upload
     try:
@@ -281,7 +282,7 @@ def _checkpoint(config: Config, store: CheckpointStore, cp: Checkpoint, upload: 
                        f"({existing.key}); this one is dropped so the two never mix")
     previous_tail = (cp.tail or {}).get("key")
     tail = upload.take_buffer()
-    cp.parts = upload.parts
+    cp.parts, cp.next_part = upload.parts, upload.next_part
     cp.tail = {"mark": upload.mark, "docs": upload.docs, "lines": upload.lines} if tail else None
     cp.lease_owner, cp.lease_until = None, 0.0
     cp.invocations += 1

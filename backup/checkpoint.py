@@ -38,6 +38,7 @@ class Checkpoint:
     since: Any = None
     doc_count: int | None = None
     parts: list[dict[str, Any]] = field(default_factory=list)
+    next_part: int = 0  # the next part's number; 0: after the last part (numbers given up are not reused)
     tail: dict[str, Any] | None = None  # {"key", "size", "sha256", "mark", "docs", "lines"} of the tail object
     lease_owner: str | None = None
     lease_until: float = 0.0

@@ -141,7 +141,8 @@ class MultipartUpload:
 
     def __init__(self, s3: Any, bucket: str, key: str, base_part_size: int, log: Log,
                  metadata: dict[str, str] | None = None, upload_id: str | None = None,
-                 parts: list[dict[str, Any]] | None = None, deadline: Deadline | None = None) -> None:
+                 parts: list[dict[str, Any]] | None = None, next_part: int = 0,
+                 deadline: Deadline | None = None) -> None:
         self.s3, self.bucket, self.key = s3, bucket, key
         self.deadline = deadline
         self.base = base_part_size
@@ -156,9 +157,15 @@ class MultipartUpload:
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-upload")
         self._in_flight: Future[dict[str, Any]] | None = None
         self._last_body: bytearray | None = None  # the short last part complete() sent, while in flight
-        self._next_number = len(self.parts) + 1
+        # A part number given up by a checkpoint is never reused (next_part): its request may still land.
+        self._next_number = max(next_part, self.parts[-1]["PartNumber"] + 1 if self.parts else 1)
         self._completed = False
         self._abandoned = False  # a stalled part was left behind: do not wait for its thread
+
+    @property
+    def next_part(self) -> int:
+        """The number the next part gets; numbers sent before stay used, even for a part given up."""
+        return self._next_number
 
     @property
     def uploaded_bytes(self) -> int:
@@ -235,7 +242,9 @@ class MultipartUpload:
         forgets them. A part still in flight after a short wait is given up, and the lines after it with it:
         the counts and the resume mark go back to the last part uploaded, and those lines are read again.
         The last part, sent by `complete()` when the deadline came, is never kept as a part: it may be under
-        5 MiB and the next invocation may read more after it, so its lines go back into the tail."""
+        5 MiB and the next invocation may read more after it, so its lines go back into the tail.
+        Either way the part's number stays used (`next_part`): a request given up may still land later,
+        and then it lands on a number the completed upload does not list."""
         if self._in_flight is not None and self.deadline is not None and (left := self.deadline.remaining()) is not None:
             # A part about to land is kept: wait for it up to half the safety margin before the hard deadline.
             try:
@@ -243,10 +252,9 @@ class MultipartUpload:
             except Exception:  # noqa: BLE001 - still running (timeout) or failed: given up below either way
                 pass
         if self._last_body is not None:
-            # Sent again under the same part number next time, which replaces this upload of it.
             body, self._last_body = bytes(self._last_body), None
             self._abandoned = self._in_flight is not None and not self._in_flight.done()
-            self._in_flight, self._next_number = None, self._next_number - 1
+            self._in_flight = None
             return body
         if self._in_flight is not None and not self._in_flight.done():
             self._in_flight, self._abandoned = None, True
@@ -259,7 +267,7 @@ class MultipartUpload:
         return body
 
     def complete(self) -> None:
-        if self._buffer or self._next_number == 1:
+        if self._buffer or (not self.parts and self._in_flight is None):  # an empty object is one empty part
             self._flush(last=True)
         self._wait()
         etags = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in self.parts]
