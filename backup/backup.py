@@ -286,7 +286,12 @@ def _checkpoint(config: Config, store: CheckpointStore, cp: Checkpoint, upload: 
     cp.tail = {"mark": upload.mark, "docs": upload.docs, "lines": upload.lines} if tail else None
     cp.lease_owner, cp.lease_until = None, 0.0
     cp.invocations += 1
-    store.save(cp, tail, previous_tail)
+    try:
+        store.save(cp, tail, previous_tail)
+    except BaseException:
+        # The upload is aborted next (the caller's cleanup): neither tail may outlive it.
+        store.delete_tails(previous_tail, (cp.tail or {}).get("key"))
+        raise
     result: dict[str, Any] = {
         "ok": True, "complete": False, "operation": "backup", "database": cp.database, "bucket": config.cos.bucket,
         "key": cp.key, "kind": cp.kind, "docs": upload.docs, "bytes": upload.uploaded_bytes + len(tail), "parts": len(upload.parts),
@@ -332,8 +337,15 @@ def _finish(config: Config, s3: Any, store: CheckpointStore | None, cp: Checkpoi
         result["base"] = cp.base
     if manifest.invocations == 1:
         result["docs_per_second"] = round(manifest.docs / seconds, 1) if seconds else None
-    deleted = apply_retention(config, s3, log)
-    if deleted is not None:
-        result["deleted_old_backups"] = deleted
+    try:
+        deleted = apply_retention(config, s3, log)
+    except BackupError as exc:
+        # The backup is complete and verified by its manifest: retention failing must not fail it (a retry
+        # would make a second backup); the next run's retention catches up.
+        log.warning("retention_failed", database=cp.database, error=str(exc))
+        result["retention_error"] = str(exc)
+    else:
+        if deleted is not None:
+            result["deleted_old_backups"] = deleted
     log.info("backup_finished", **result)
     return result

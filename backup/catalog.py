@@ -16,6 +16,7 @@ class Entry:
     name: BackupKey
     size: int
     manifest: Manifest | None  # None: no manifest (another tool's object, or a backup being written)
+    manifest_error: str | None = None  # the manifest exists but could not be read (this time)
 
 
 def find_backups(s3: Any, bucket: str, prefix: str, db: str | None = None) -> list[Entry]:
@@ -31,13 +32,15 @@ def find_backups(s3: Any, bucket: str, prefix: str, db: str | None = None) -> li
         name = parse_backup_key(key, prefix)
         if name is None or (db is not None and name.db != db):
             continue
-        manifest = None
+        manifest, error = None, None
         if manifest_key(key) in manifests:
             try:
                 manifest = Manifest.from_json(cos.get_json(s3, bucket, manifest_key(key)))
-            except (CosError, ValueError, TypeError):
-                manifest = None
-        entries.append(Entry(name, size, manifest))
+            except CosError as exc:
+                error = str(exc)
+            except (ValueError, TypeError) as exc:
+                error = f"{cos.where(bucket, manifest_key(key))} is not a readable manifest: {exc}"
+        entries.append(Entry(name, size, manifest, error))
     entries.sort(key=lambda e: e.name.time, reverse=True)
     return entries
 

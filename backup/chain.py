@@ -23,6 +23,10 @@ def restore_chain(entries: Sequence[Entry], key: str) -> list[Entry]:
     while current.manifest is not None and current.manifest.kind == "incremental":
         base = current.manifest.base or ""
         previous = by_key.get(base)
+        unreadable = next((e.manifest_error for e in entries if e.name.key == base and e.manifest_error), None)
+        if previous is None and unreadable:
+            raise FormatError(f"incremental backup {current.name.key} follows {base}, whose manifest could not be "
+                              f"read: {unreadable}")
         if previous is None:
             raise FormatError(
                 f"incremental backup {current.name.key} follows {base}, which is missing or incomplete (pruned?): "

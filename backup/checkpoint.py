@@ -130,9 +130,12 @@ class CheckpointStore:
         """Remove this backup's checkpoint and tail, never another backup's that replaced them."""
         if not self.holds(cp):
             return
-        if cp.tail:
-            self._delete(cp.tail["key"])
+        self.delete_tails((cp.tail or {}).get("key"))
         self._delete(self.key)
+
+    def delete_tails(self, *keys: str | None) -> None:
+        for key in dict.fromkeys(k for k in keys if k):
+            self._delete(key)
 
     def _delete(self, key: str) -> None:
         try:

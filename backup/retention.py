@@ -22,6 +22,12 @@ def apply_retention(config: Config, s3: Any, log: Log) -> list[str] | None:
     if not (keep_last or keep_days) or config.db is None:
         return None
     entries = find_backups(s3, config.cos.bucket, config.cos.prefix, config.db)
+    unreadable = [e.name.key for e in entries if e.manifest_error]
+    if unreadable:
+        # A chain through an unreadable manifest looks broken, and its base would look deletable: wait.
+        log.warning("retention_skipped", database=config.db, unreadable_manifests=unreadable,
+                    detail="some manifests could not be read; nothing is deleted this time")
+        return []
     deleted = []
     for entry in retention_plan(entries, keep_last, keep_days, datetime.now(UTC)):
         try:

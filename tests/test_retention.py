@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from backup.keys import backup_key, manifest_key
-from tests.helpers import cos_params, couch_params, keys_in, live_docs, load_docs, run_main, sample_docs
+from tests.helpers import CapturedLog, cos_params, couch_params, keys_in, live_docs, load_docs, run_main, sample_docs
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +144,32 @@ def test_keep_days_keeps_the_old_base_a_young_incremental_needs(couch, db_name, 
                             "CREATE_TARGET": True})
     assert restored["ok"] and restored["chain"] == [old_full, young_incr], restored
     assert live_docs(couch, f"{db_name}-r") == live_docs(couch, db_name)
+
+
+def test_an_unreadable_manifest_in_the_chain_stops_retention_instead_of_deleting_the_base(couch, db_name, bucket,
+                                                                                        s3_client, params):
+    chain = [_backup(params, KEEP_LAST=1)["key"]]
+    for day in ("monday", "tuesday"):
+        load_docs(couch, db_name, [{"_id": day}])
+        chain.append(_backup(params, BACKUP_MODE="incremental", KEEP_LAST=1)["key"])
+    good = s3_client.get_object(Bucket=bucket, Key=manifest_key(chain[1]))["Body"].read()
+    # The middle manifest cannot be read this time (a failed GET looks the same): the chain seems broken there,
+    # and the full backup at its start seemed deletable.
+    s3_client.put_object(Bucket=bucket, Key=manifest_key(chain[1]), Body=b'{"truncated')
+    load_docs(couch, db_name, [{"_id": "wednesday"}])
+    log = CapturedLog()
+    newest, _ = run_main({**params, "BACKUP_MODE": "incremental", "KEEP_LAST": 1}, log)
+    assert newest["ok"] and newest["base"] == chain[2] and newest["deleted_old_backups"] == [], newest
+    chain.append(newest["key"])
+    assert [e["unreadable_manifests"] for e in log.events("retention_skipped")] == [[chain[1]]]
+    assert _of(s3_client, bucket, db_name) == _with_manifests(*chain)
+
+    broken, _ = run_main({**params, "OPERATION": "restore", "COS_KEY": chain[-1], "CLOUDANT_DB": f"{db_name}-r",
+                          "CREATE_TARGET": True})
+    assert broken.get("kind") == "format" and "manifest could not be read" in broken["error"], broken
+
+    s3_client.put_object(Bucket=bucket, Key=manifest_key(chain[1]), Body=good)  # readable again
+    restored, _ = run_main({**params, "OPERATION": "restore", "COS_KEY": chain[-1], "CLOUDANT_DB": f"{db_name}-r2",
+                            "CREATE_TARGET": True})
+    assert restored["chain"] == chain, restored
+    assert live_docs(couch, f"{db_name}-r2") == live_docs(couch, db_name)

@@ -15,6 +15,7 @@ from ibm_botocore.exceptions import ClientError
 from devstack import Fault, FaultProxy
 from tests.faults.outcomes import (
     ABORT_UPLOAD,
+    ALL_DOCS,
     COMPLETE_UPLOAD,
     CREATE_UPLOAD,
     UPLOAD_PART,
@@ -27,7 +28,7 @@ from tests.faults.outcomes import (
     unique,
     via,
 )
-from tests.helpers import cos_params, couch_params, incomplete_uploads, keys_in, live_docs
+from tests.helpers import cos_params, couch_params, incomplete_uploads, keys_in, live_docs, run_main
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -137,6 +138,36 @@ def test_an_abort_that_fails_too_is_logged_with_the_upload_id(big_db, seaweed, b
     [upload] = incomplete_uploads(s3_client, bucket)
     assert failed["upload_id"] == upload["UploadId"] and "AbortIncompleteMultipartUpload" in failed["hint"]
     s3_client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+
+
+LIST_OBJECTS = r"^GET /[^/?]+\?(?=.*list-type=2)"
+TAIL_PUT = r"^PUT /[^?]+\.checkpoint\.json\.tail\.\d+$"
+
+
+def test_a_retention_failure_after_the_backup_keeps_the_backup_and_says_so(couch, big_db, seaweed, bucket, s3_client,
+                                                                           s3_proxy, backup_params):
+    """The object and its manifest are written when retention's listing fails: the backup is reported done
+    (a retry would make a second one), with the retention error beside it."""
+    s3_proxy.add_rule(LIST_OBJECTS, Fault.status(503, times=None))
+    result, log, _ = timed({**backup_params, "MAX_RETRIES": 0, "KEEP_LAST": 1})
+    assert result.get("complete") is True and "listing" in result["retention_error"], result
+    assert "deleted_old_backups" not in result and log.events("retention_failed")
+    assert_backup_completed(result, couch, big_db, s3_client, bucket, _direct(backup_params, seaweed), restore=False)
+
+
+def test_a_tail_that_cannot_be_written_at_the_deadline_fails_cleanly(couch, small_db, seaweed, bucket, s3_client,
+                                                                     couch_proxy, s3_proxy):
+    """The second invocation cannot store its tail: a COS error naming it, and neither tail, the checkpoint nor
+    the upload is left behind (the next run starts afresh)."""
+    couch_proxy.add_rule(ALL_DOCS, Fault.slow(1_500, times=None))  # a few pages per invocation
+    params = {**couch_params(couch, small_db), **cos_params(seaweed, bucket), "PAGE_SIZE": 50, "DOCS_PER_LINE": 40,
+              "TIME_BUDGET": 4, "SAFETY_MARGIN": 2, "MAX_RETRIES": 0}
+    params = via(couch_proxy, params, "CLOUDANT_URL")
+    first, _ = run_main(params)
+    assert first.get("complete") is False and any(".tail." in k for k in keys_in(s3_client, bucket)), first
+    s3_proxy.add_rule(TAIL_PUT, Fault.status(503, times=None))
+    second, _, _ = timed(via(s3_proxy, params, "COS_ENDPOINT"))
+    assert_failed_cleanly(second, "cos", (".checkpoint.json.tail.2",), s3_client, bucket, small_db)
 
 
 # ---------------------------------------------------------------------------------------- restore and verify
