@@ -245,10 +245,10 @@ class MultipartUpload:
         5 MiB and the next invocation may read more after it, so its lines go back into the tail.
         Either way the part's number stays used (`next_part`): a request given up may still land later,
         and then it lands on a number the completed upload does not list."""
-        if self._in_flight is not None and self.deadline is not None and (left := self.deadline.remaining()) is not None:
+        if self._in_flight is not None and (wait := self._time_to_wait()) is not None:
             # A part about to land is kept: wait for it up to half the safety margin before the hard deadline.
             try:
-                self._in_flight.result(timeout=max(0.0, left - self.deadline.margin / 2))
+                self._in_flight.result(timeout=wait)
             except Exception:  # noqa: BLE001 - still running (timeout) or failed: given up below either way
                 pass
         if self._last_body is not None:
@@ -271,26 +271,60 @@ class MultipartUpload:
             self._flush(last=True)
         self._wait()
         etags = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in self.parts]
-        call(
-            f"completing upload of {where(self.bucket, self.key)}",
-            lambda: self.s3.complete_multipart_upload(
-                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": etags}
-            ),
-        )
+        try:
+            call(
+                f"completing upload of {where(self.bucket, self.key)}",
+                lambda: self.s3.complete_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": etags}
+                ),
+            )
+        except CosError:
+            # A completion whose answer was lost is retried by the SDK, and the retry gets NoSuchUpload: the
+            # object may be there, whole. It is ours if it is these parts (the key was free when we started).
+            if not self._completed_anyway():
+                raise
+            self.log.warning("completion_confirmed", key=self.key,
+                             detail="the completion's answer was lost; the object is there and is these parts")
         self._completed = True
+
+    def _completed_anyway(self) -> bool:
+        try:
+            head = self.s3.head_object(Bucket=self.bucket, Key=self.key)
+        except Exception:  # noqa: BLE001 - not there (or not knowable): the completion error stands
+            return False
+        return head.get("ContentLength") == self.uploaded_bytes and head.get("ETag") == multipart_etag(self.parts)
 
     def abort(self) -> None:
         """Abort, so no object appears and no billed incomplete upload remains. Never raises."""
         if self.upload_id is None:
             return
         self._buffer = bytearray()
-        if self._in_flight is not None:  # a part still being sent would re-create storage after the abort
-            try:
-                self._in_flight.result()
-            except Exception:  # noqa: BLE001 - its failure is (or is part of) what the caller reports
+        late = None
+        if self._in_flight is not None:  # a part landing after the abort can re-create storage: wait for it,
+            try:                         # but never past the deadline
+                self._in_flight.result(timeout=self._time_to_wait())
+            except Exception:  # noqa: BLE001 - still running (timeout), or its failure is part of what is reported
                 pass
+            if not self._in_flight.done():
+                late, self._abandoned = self._in_flight, True
             self._in_flight = None
         abort_upload(self.s3, self.bucket, self.key, self.upload_id, self.log)
+        if late is not None:  # abort again once it lands (in a warm container; else the lifecycle rule)
+            upload_id = self.upload_id
+            late.add_done_callback(lambda _: abort_upload(self.s3, self.bucket, self.key, upload_id, self.log))
+
+    def _time_to_wait(self) -> float | None:
+        """How long a part in flight may still be waited for: until half the safety margin before the
+        deadline (None: no deadline, wait for it)."""
+        if self.deadline is None or (left := self.deadline.remaining()) is None:
+            return None
+        return max(0.0, left - self.deadline.margin / 2)
+
+
+def multipart_etag(parts: list[dict[str, Any]]) -> str:
+    """The ETag S3 (and COS) gives the object these parts complete: md5 of the parts' md5s, "-", their count."""
+    digests = b"".join(bytes.fromhex(p["ETag"].strip('"')) for p in parts)
+    return f'"{hashlib.md5(digests).hexdigest()}-{len(parts)}"'  # noqa: S324 - S3's definition, not security
 
 
 def abort_upload(s3: Any, bucket: str, key: str, upload_id: str, log: Log) -> bool:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import traceback
 from typing import Any
 
 from backup import cloudant, openwhisk
 from backup.config import Config
 from backup.errors import BackupError
 from backup.log import Log
+from backup.redaction import redact
 
 
 def databases(config: Config, client: Any) -> list[str]:
@@ -52,6 +54,10 @@ def run_many(config: Config, log: Log) -> dict[str, Any]:
                 outcomes.append({key: result.get(key) for key in ("database", "key", "complete", "docs", "bytes", "kind")})
             except BackupError as exc:
                 outcomes.append({"database": name, "error": str(exc), "kind": exc.kind})
+            except Exception as exc:  # noqa: BLE001 - a bug in one database's backup must not stop the others
+                message = redact(f"unexpected {type(exc).__name__}: {exc}")
+                log.error("crashed", database=name, error=message, traceback=redact(traceback.format_exc()))
+                outcomes.append({"database": name, "error": message, "kind": "internal"})
         mode = "sequential"
     failed = [o["database"] for o in outcomes if "error" in o]
     result = {

@@ -19,6 +19,8 @@ from backup.errors import FormatError
 
 TOOL_NAME = "cloudant-cos-backup"
 RESUME_MARKER = {"marker": "@cloudant/couchbackup:resume"}
+# As couchbackup writes it: a resumed full-mode run appends it to the line it was interrupted in.
+RESUME_LINE = json.dumps(RESUME_MARKER, separators=(",", ":")).encode()
 
 
 def metadata_line(mode: str = "shallow", **facts: Any) -> bytes:
@@ -106,6 +108,8 @@ class LineDecoder:
         try:
             value = json.loads(text)
         except ValueError:
+            if self.metadata is not None and self.metadata.get("mode") == "full" and text.endswith(RESUME_LINE):
+                return None  # a line cut by an interrupted couchbackup run, ended by its resume: couchrestore skips it
             return self._bad(f"Error on line {self.number} of backup file - cannot parse as JSON")
         if self.number == 1 and is_metadata(value):
             self.metadata = value

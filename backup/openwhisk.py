@@ -40,7 +40,11 @@ def invoke_async(params: dict[str, Any]) -> str:
         raise BackupError(f"invoking {os.environ['__OW_ACTION_NAME']}: {type(exc).__name__}: {exc}") from None
     if response.status_code not in (200, 202):
         raise BackupError(f"invoking {os.environ['__OW_ACTION_NAME']}: HTTP {response.status_code}: {response.text[:200]}")
-    return str(response.json().get("activationId", ""))
+    try:
+        return str(response.json()["activationId"])
+    except (ValueError, KeyError, TypeError):
+        raise BackupError(f"invoking {os.environ['__OW_ACTION_NAME']}: HTTP {response.status_code} without an "
+                          f"activation id: {response.text[:200]}") from None
 
 
 def continue_backup(config: Config, log: Log) -> dict[str, Any]:

@@ -137,6 +137,7 @@ class FakeOpenWhisk:
     def __init__(self, status: int = 202) -> None:
         self.calls: list[dict[str, Any]] = []
         self.status = status
+        self.answer: bytes | None = None  # replaces the JSON answer (a proxy's HTML page, say)
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -150,7 +151,8 @@ class FakeOpenWhisk:
                 activation = uuid.uuid4().hex
                 fake.calls.append({"path": split.path, "query": parse_qs(split.query), "body": json.loads(body),
                                    "authorization": self.headers.get("Authorization"), "activation_id": activation})
-                answer = json.dumps({"activationId": activation} if fake.status < 300 else {"error": "boom"}).encode()
+                answer = fake.answer or json.dumps(
+                    {"activationId": activation} if fake.status < 300 else {"error": "boom"}).encode()
                 self.send_response(fake.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(answer)))

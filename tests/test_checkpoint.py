@@ -528,6 +528,12 @@ def test_continue_async_stops_at_max_hops_and_never_fails_the_backup(big_db, buc
     assert log.events("continue_failed")
     assert refused["invocations"] == 4 and refused["key"] == at_limit["key"]
 
+    openwhisk.status, openwhisk.answer = 202, b"<html>accepted by a proxy</html>"  # no activation id: not sure
+    unclear, log = run_main(bound)
+    assert unclear["ok"] and unclear["complete"] is False and unclear["invocations"] == 5, unclear
+    assert "without an activation id" in unclear["continued_by"]["error"] and log.events("continue_failed")
+    assert _json(s3_client, bucket, checkpoint_key("", big_db))["invocations"] == 5  # the checkpoint stands
+
 
 def test_without_continue_async_no_activation_is_made(big_db, params, openwhisk):
     result, _ = run_main({**params, **AT_ONCE})

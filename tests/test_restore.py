@@ -61,6 +61,23 @@ def test_round_trip_keeps_every_id_rev_and_body(couch, db_name, params):
     assert next(d for d in copy if d["_id"] == "doc-000001")["_rev"].startswith("4-")
 
 
+def test_documents_with_attachments_are_restored_without_them_and_counted(couch, db_name, params):
+    """Backups hold attachment stubs only (as couchbackup's): a stub alone fails the write (412 missing_stub)."""
+    attachment = {"a.txt": {"content_type": "text/plain", "data": "aGVsbG8="}}
+    load_docs(couch, db_name, [{"_id": "plain", "n": 1}, {"_id": "with", "n": 2, "_attachments": attachment}])
+    backup, _ = run_main(params)
+    assert backup["ok"] and backup["docs"] == 2, backup
+
+    restored, log = _restore(params, backup["key"], f"{db_name}-copy", CREATE_TARGET=True)
+    assert restored["ok"] and restored["docs"] == 2 and restored["attachments_dropped"] == 1, restored
+    assert log.events("attachments_not_restored")[0]["docs"] == 1
+    source = {d["_id"]: d for d in live_docs(couch, db_name)}
+    copy = {d["_id"]: d for d in live_docs(couch, f"{db_name}-copy")}
+    assert "_attachments" in source["with"] and "_attachments" not in copy["with"]
+    assert copy["plain"] == source["plain"]
+    assert {k: v for k, v in source["with"].items() if k != "_attachments"} == copy["with"]  # same _rev, same body
+
+
 def test_large_documents_make_bounded_lines_and_requests(couch, db_name, bucket, s3_client, params):
     """500 documents near Cloudant's 1 MB limit must not make one 500 MB line or one `_bulk_docs` body Cloudant
     refuses (413): lines end at LINE_BYTES, restore batches at BATCH_BYTES, whatever the document counts."""

@@ -167,9 +167,17 @@ def test_an_unreadable_manifest_in_the_chain_stops_retention_instead_of_deleting
     broken, _ = run_main({**params, "OPERATION": "restore", "COS_KEY": chain[-1], "CLOUDANT_DB": f"{db_name}-r",
                           "CREATE_TARGET": True})
     assert broken.get("kind") == "format" and "manifest could not be read" in broken["error"], broken
+    own, _ = run_main({**params, "OPERATION": "restore", "COS_KEY": chain[1], "CLOUDANT_DB": f"{db_name}-r1",
+                       "CREATE_TARGET": True})
+    assert own.get("kind") == "format" and "its manifest could not be read" in own["error"], own
 
     s3_client.put_object(Bucket=bucket, Key=manifest_key(chain[1]), Body=good)  # readable again
     restored, _ = run_main({**params, "OPERATION": "restore", "COS_KEY": chain[-1], "CLOUDANT_DB": f"{db_name}-r2",
                             "CREATE_TARGET": True})
     assert restored["chain"] == chain, restored
     assert live_docs(couch, f"{db_name}-r2") == live_docs(couch, db_name)
+
+    s3_client.delete_object(Bucket=bucket, Key=manifest_key(chain[1]))  # an incremental alone is only changes
+    alone, _ = run_main({**params, "OPERATION": "restore", "COS_KEY": chain[1], "CLOUDANT_DB": f"{db_name}-r3",
+                         "CREATE_TARGET": True})
+    assert alone.get("kind") == "format" and "incremental backup whose manifest is missing" in alone["error"], alone

@@ -140,6 +140,22 @@ def test_an_abort_that_fails_too_is_logged_with_the_upload_id(big_db, seaweed, b
     s3_client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
 
 
+NO_SUCH_UPLOAD = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchUpload</Code>'
+                  b"<Message>The specified multipart upload does not exist.</Message></Error>")
+
+
+def test_a_completion_whose_answer_is_lost_is_confirmed_not_failed(couch, big_db, seaweed, bucket, s3_client,
+                                                                   s3_proxy, backup_params):
+    """The completion lands but its answer never comes; the SDK's retry gets NoSuchUpload, as S3 and COS answer
+    (SeaweedFS would complete twice). The object is there and is our parts: the backup is done, with its manifest,
+    not reported failed with an object left behind that has none."""
+    s3_proxy.add_rule(COMPLETE_UPLOAD, Fault.stall(4, where="response"))
+    s3_proxy.add_rule(COMPLETE_UPLOAD, Fault.status(404, body=NO_SUCH_UPLOAD, times=None), skip=1)
+    result, log, _ = timed({**backup_params, "REQUEST_TIMEOUT": 2, "MAX_RETRIES": 2})
+    assert result.get("complete") is True and log.events("completion_confirmed"), result
+    assert_backup_completed(result, couch, big_db, s3_client, bucket, _direct(backup_params, seaweed), restore=False)
+
+
 LIST_OBJECTS = r"^GET /[^/?]+\?(?=.*list-type=2)"
 TAIL_PUT = r"^PUT /[^?]+\.checkpoint\.json\.tail\.\d+$"
 

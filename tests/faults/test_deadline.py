@@ -14,7 +14,7 @@ from backup.config import MIB
 from backup.deadline import Deadline
 from devstack import Fault
 from tests.faults.outcomes import ALL_DOCS, UPLOAD_PART, assert_backup_completed, client_via, timed, via
-from tests.helpers import CapturedLog, cos_params, couch_params, incomplete_uploads
+from tests.helpers import CapturedLog, cos_params, couch_params, incomplete_uploads, keys_in
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -86,3 +86,22 @@ def _wait_for_part(s3: Any, bucket: str, key: str, upload_id: str, number: int, 
                                  for p in s3.list_parts(Bucket=bucket, Key=key, UploadId=upload_id).get("Parts", [])]:
         assert time.monotonic() < give_up, f"part {number} of {size} bytes never landed"
         time.sleep(0.1)
+
+
+def test_a_failure_while_a_part_is_stalled_returns_before_the_deadline_and_leaves_no_upload(couch, big_db, seaweed,
+                                                                                            bucket, s3_client,
+                                                                                            couch_proxy, s3_proxy):
+    """Part 1 is stalled when the source fails: the abort waits for it only until the deadline is near, then
+    aborts; when the part lands later, the upload is aborted again (no billed leftover)."""
+    stall = 10.0
+    s3_proxy.add_rule(UPLOAD_PART, Fault.stall(stall))
+    couch_proxy.add_rule(ALL_DOCS, Fault.status(500, times=None), skip=6)  # pages 1-6 (~3,000 docs, part 1) pass
+    params = {**couch_params(couch, big_db), **cos_params(seaweed, bucket), "PART_SIZE_MB": 5, "PAGE_SIZE": 500,
+              "MAX_RETRIES": 0, "TIME_BUDGET": 6, "SAFETY_MARGIN": 2}
+    params = via(s3_proxy, via(couch_proxy, params, "CLOUDANT_URL"), "COS_ENDPOINT")
+    started = time.monotonic()
+    result, _, elapsed = timed(params)
+    assert result.get("kind") == "cloudant" and elapsed < 6, (elapsed, result)
+    time.sleep(max(0.0, started + stall + 3 - time.monotonic()))  # the stalled part has landed by now
+    assert incomplete_uploads(s3_client, bucket) == []
+    assert [k for k in keys_in(s3_client, bucket) if k.startswith(big_db)] == []

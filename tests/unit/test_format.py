@@ -96,6 +96,21 @@ def test_decoder_skips_resume_marker_and_blank_lines() -> None:
     assert line is not None and line.number == 5 and line.docs == [{"_id": "a"}]
 
 
+def test_decoder_skips_a_line_cut_by_a_resumed_couchbackup_full_run_as_couchrestore_does() -> None:
+    decoder = LineDecoder()
+    decoder.decode(b'{"name":"@cloudant/couchbackup","version":"2.11.12","mode":"full","attachments":false}')
+    assert decoder.decode(b'[{"_id":"a","_rev":"1-x"},{"_id":"b{"marker":"@cloudant/couchbackup:resume"}') is None
+    line = decoder.decode(b'[{"_id":"b","_rev":"1-y"}]')
+    assert line is not None and line.docs == [{"_id": "b", "_rev": "1-y"}]
+    with pytest.raises(FormatError, match="line 4 of backup file - cannot parse as JSON"):  # only at the end
+        decoder.decode(b'[{"_id":"c"{"marker":"@cloudant/couchbackup:resume"} x')
+
+    shallow = LineDecoder()  # couchrestore forgives this only in full mode
+    shallow.decode(b'{"name":"@cloudant/couchbackup","version":"2.11.12","mode":"shallow"}')
+    with pytest.raises(FormatError, match="line 2 of backup file - cannot parse as JSON"):
+        shallow.decode(b'[{"_id":"a"{"marker":"@cloudant/couchbackup:resume"}')
+
+
 def test_decoder_accepts_empty_array_line() -> None:
     decoder = LineDecoder()
     decoder.decode(metadata_line())
