@@ -127,6 +127,10 @@ class _Reader:
     def _incremental(self) -> Iterator[Line]:
         """Changed docs (tombstones included) with `_revisions`, so a restore extends each doc's history.
 
+        Every leaf revision the feed lists for a changed doc is read, not only the winner: a conflict
+        resolved by deleting the winning leaf must bring that tombstone, or the restore's winner is wrong.
+        A doc without conflicts is one revision; a conflicted one is several (each leaf once per change).
+
         A line's mark is a feed position from which re-reading repeats nothing *after* the line: the
         page's own start when the line ends mid-page. Re-reading a change is harmless (same revision).
         """
@@ -134,7 +138,8 @@ class _Reader:
         size = 0
         start = self.cp.resume_mark() if self.cp.resume_mark() is not None else self.cp.since
         for results, page_since, last_seq in cloudant.iter_changes(self.client, self.db, start, CHANGES_PAGE):
-            wanted = [{"id": r["id"], "rev": r["changes"][0]["rev"]} for r in results if r.get("changes")]
+            wanted = [{"id": r["id"], "rev": leaf["rev"]} for r in results for leaf in r.get("changes") or []
+                      if leaf.get("rev")]
             read = 0
             for doc in cloudant.iter_bulk_get(self.client, self.db, wanted):
                 read += 1

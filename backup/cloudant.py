@@ -271,13 +271,15 @@ def _result(method: Callable[..., Any], **kwargs: Any) -> Any:
 def iter_changes(client: CloudantV1, db: str, since: Any, limit: int) -> Iterator[tuple[list[dict[str, Any]], Any, Any]]:
     """The changes feed from `since`, one page at a time: (results, since of the page, last_seq).
 
+    Each result's `changes` lists every leaf revision of the doc (style=all_docs: conflicts and deleted
+    leaves too), not only the winner: a backup holding only winners cannot carry a conflict's resolution.
     Sequences are opaque (CouchDB 3 / Cloudant strings like "29-g1AAAA..."): passed back as received,
     never compared or parsed. The feed is at-least-once: callers must be idempotent.
     """
     where = f"{client.service_url}/{db}/_changes"
     while True:
         page_since = since
-        kwargs: dict[str, Any] = {"db": db, "limit": limit}
+        kwargs: dict[str, Any] = {"db": db, "limit": limit, "style": "all_docs"}
         if since is not None:
             kwargs["since"] = str(since) if not isinstance(since, str) else since
         result = call(f"reading changes of '{db}'", where, functools.partial(_result, client.post_changes, **kwargs))
@@ -293,7 +295,8 @@ def iter_bulk_get(client: CloudantV1, db: str, items: list[dict[str, str]]) -> I
     order asked, decoded one at a time as the response streams: 500 documents near Cloudant's 1 MB limit are
     never held at once. After a fault inside the body the rest is asked for again.
 
-    A revision that cannot be read fails the read with a CloudantError naming it, once the others are read.
+    A revision that cannot be read fails the read with a CloudantError naming it, once the others are read;
+    so does an answer that holds neither the revision nor an error for it (never skip a change silently).
     """
     if not items:  # an empty _bulk_get hangs some servers
         return
@@ -306,14 +309,17 @@ def iter_bulk_get(client: CloudantV1, db: str, items: list[dict[str, str]]) -> I
         response = call(what, where, functools.partial(_result, client.post_bulk_get_as_stream, db=db, docs=rest, revs=True))
         try:
             for entry in iter_rows(response.iter_content(STREAM_CHUNK), array="results"):
+                asked = items[answered] if answered < len(items) else {}  # answers come in the order asked
                 answered += 1
-                for answer in entry.get("docs", []):
-                    if "ok" in answer:
+                for answer in entry.get("docs") or [{}]:  # no answer at all counts as an empty one
+                    if isinstance(answer, dict) and "ok" in answer:
                         yield answer["ok"]
-                    else:
-                        error = answer.get("error", {})
-                        errors.append({"id": entry.get("id"), "rev": error.get("rev"), "error": error.get("error"),
-                                       "reason": error.get("reason")})
+                        continue
+                    error = answer.get("error") if isinstance(answer, dict) else None
+                    if not isinstance(error, dict):  # neither the revision nor an error: never skip it silently
+                        error = {"error": "no_answer", "reason": "the server answered neither the revision nor an error"}
+                    errors.append({"id": entry.get("id", asked.get("id")), "rev": error.get("rev") or asked.get("rev"),
+                                   "error": error.get("error"), "reason": error.get("reason")})
             if answered < len(items):  # a whole answer, but short: never skip changes silently
                 raise CloudantError(f"{what}: the server answered {answered} of the {len(items)} revisions asked "
                                     "for; retry the backup")

@@ -4,12 +4,14 @@ with `_revisions`, deletions as tombstones, manifests naming their base, and cha
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
 from backup.keys import checkpoint_key, manifest_key
+from devstack import Fault, FaultProxy
 from tests.helpers import (
     cos_params,
     couch_params,
@@ -29,6 +31,13 @@ INCREMENTAL = {"BACKUP_MODE": "incremental"}
 @pytest.fixture
 def params(couch, seaweed, db_name, bucket):
     return {**couch_params(couch, db_name), **cos_params(seaweed, bucket)}
+
+
+@pytest.fixture
+def couch_proxy(couch) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the session's pouchdb-server."""
+    with FaultProxy(couch.url, upstream_timeout=60) as proxy:
+        yield proxy
 
 
 def _auth(couch: Any) -> Any:
@@ -315,3 +324,98 @@ def test_an_incremental_of_large_documents_makes_bounded_lines(couch, db_name, b
     restored = _restore(params, f"{db_name}-r", COS_KEY="latest", SOURCE_DB=db_name, CREATE_TARGET=True)
     assert restored["chain"] == [full["key"], incremental["key"]], restored
     assert live_docs(couch, f"{db_name}-r") == live_docs(couch, db_name)
+
+
+def _leaves(couch: Any, db: str, doc_id: str) -> dict[str, dict[str, Any]]:
+    """Every leaf revision of a doc (tombstones included), by revision: its body."""
+    r = requests.get(f"{couch.url}/{db}/{requests.utils.quote(doc_id, safe='')}", params={"open_revs": "all"},
+                     headers={"Accept": "application/json"}, auth=_auth(couch), timeout=30)
+    r.raise_for_status()
+    return {leaf["ok"]["_rev"]: leaf["ok"] for leaf in r.json() if "ok" in leaf}
+
+
+def _winner(couch: Any, db: str, doc_id: str) -> dict[str, Any]:
+    r = requests.get(f"{couch.url}/{db}/{requests.utils.quote(doc_id, safe='')}",
+                     params={"conflicts": "true", "deleted_conflicts": "true"}, auth=_auth(couch), timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_an_incremental_keeps_every_leaf_so_a_resolved_conflict_restores_as_resolved(couch, db_name, bucket,
+                                                                                      s3_client, params):
+    """`_changes` lists every leaf (style=all_docs) and each is read: when the app resolves a conflict by deleting
+    the winning leaf, the incremental carries the tombstone, and the restored chain's winner is the source's (with
+    the winning leaf only, the full's old winner stayed live in the target and won again: deleted content, restored
+    as a success)."""
+    a, b, c, d, root = "a" * 32, "b" * 32, "c" * 32, "d" * 32, "1" * 32
+    # (new_edits:false may answer nothing per doc: checked by reading the leaves back.)
+    load_docs(couch, db_name, [
+        {"_id": "resolved", "_rev": f"2-{b}", "_revisions": {"start": 2, "ids": [b, root]}, "side": "b"},
+        {"_id": "resolved", "_rev": f"2-{a}", "_revisions": {"start": 2, "ids": [a, root]}, "side": "a"},
+        {"_id": "late", "_rev": f"1-{root}", "_revisions": {"start": 1, "ids": [root]}, "v": 1},
+    ], new_edits=False)
+    _check(load_docs(couch, db_name, [{"_id": "plain", "v": 1}]))
+    assert set(_leaves(couch, db_name, "resolved")) == {f"2-{a}", f"2-{b}"}
+    assert _winner(couch, db_name, "resolved")["_rev"] == f"2-{b}"  # same depth: the higher revision id wins
+    full, _ = run_main(params)
+    assert full["ok"] and full["docs"] == 3, full
+    assert {(x["_id"], x["_rev"]) for x in _docs(s3_client, bucket, full["key"])} >= {("resolved", f"2-{b}")}
+
+    # The app resolves the conflict by deleting the winning leaf; another doc gets a conflict (two children of
+    # its only revision, as a replication would bring them); a plain update.
+    r = requests.delete(f"{couch.url}/{db_name}/resolved", params={"rev": f"2-{b}"}, auth=_auth(couch), timeout=30)
+    assert r.status_code in (200, 201) and r.json()["ok"], r.text
+    tombstone = r.json()["rev"]
+    load_docs(couch, db_name, [
+        {"_id": "late", "_rev": f"2-{c}", "_revisions": {"start": 2, "ids": [c, root]}, "v": "c"},
+        {"_id": "late", "_rev": f"2-{d}", "_revisions": {"start": 2, "ids": [d, root]}, "v": "d"},
+    ], new_edits=False)
+    _update(couch, db_name, ["plain"], v=2)
+    assert _winner(couch, db_name, "resolved")["_rev"] == f"2-{a}"
+    assert set(_leaves(couch, db_name, "late")) == {f"2-{c}", f"2-{d}"}
+
+    incremental, _ = run_main({**params, **INCREMENTAL})
+    _assert_incremental(s3_client, bucket, incremental, full, db_name)
+    target = f"{db_name}-restored"
+    restored = _restore(params, target, COS_KEY=incremental["key"], CREATE_TARGET=True)
+    assert restored["ok"] and restored["chain"] == [full["key"], incremental["key"]], restored
+    # The restored chain shows what the source shows: the deleted side stays deleted.
+    for doc_id in ("resolved", "late", "plain"):
+        assert _winner(couch, target, doc_id) == _winner(couch, db_name, doc_id), doc_id  # rev, body, conflicts
+        assert _leaves(couch, target, doc_id) == _leaves(couch, db_name, doc_id), doc_id
+    assert _winner(couch, target, "resolved")["side"] == "a"
+    assert _leaves(couch, target, "resolved")[tombstone].get("_deleted") is True
+    assert live_docs(couch, target) == live_docs(couch, db_name)
+
+    # Each leaf of a changed doc is in the incremental once: several revisions of one id for conflicted docs only.
+    written = [(x["_id"], x["_rev"], bool(x.get("_deleted"))) for x in _docs(s3_client, bucket, incremental["key"])]
+    assert sorted(written) == sorted([
+        ("resolved", f"2-{a}", False), ("resolved", tombstone, True),  # every leaf of a changed doc, the tombstone too
+        ("late", f"2-{c}", False), ("late", f"2-{d}", False),
+        ("plain", _winner(couch, db_name, "plain")["_rev"], False),  # a doc without conflicts: once
+    ])
+    assert incremental["docs"] == len(written) == len(set(written))  # several revisions of one id, each once
+
+
+@pytest.mark.parametrize("entry", [
+    pytest.param({"docs": []}, id="no-docs"),
+    pytest.param({}, id="docs-missing"),
+    pytest.param({"docs": [{}]}, id="an-answer-neither-ok-nor-error"),
+])
+def test_a_bulk_get_entry_without_the_revision_fails_the_incremental(couch, db_name, bucket, s3_client, params,
+                                                                     couch_proxy, entry):
+    """An entry of the `_bulk_get` answer that holds neither the revision nor an error for it (the count of entries
+    being right) would skip a change silently: the incremental fails, naming the doc and the revision."""
+    load_docs(couch, db_name, [{"_id": f"old-{i}"} for i in range(3)])
+    full, _ = run_main(params)
+    assert full["ok"], full
+    before = sorted(keys_in(s3_client, bucket))
+    _check(load_docs(couch, db_name, [{"_id": "changed", "v": 1}]))
+    rev = _winner(couch, db_name, "changed")["_rev"]
+    body = json.dumps({"results": [{"id": "changed", **entry}]}).encode()
+    rule = couch_proxy.add_rule(r"^POST /[^/]+/_bulk_get", Fault.status(200, body=body))
+    result, _ = run_main({**params, **INCREMENTAL, "CLOUDANT_URL": couch_proxy.url})
+    assert rule.hits == 1
+    assert not result.get("ok") and result.get("kind") == "cloudant", result
+    assert "'changed'" in result["error"] and rev in result["error"], result
+    assert sorted(keys_in(s3_client, bucket)) == before and incomplete_uploads(s3_client, bucket) == []
