@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from backup.errors import ConfigError
-from backup.redaction import Secret
+from backup.redaction import MASK, Secret
 
 MIB = 1024 * 1024
 # IBM's public IAM token endpoint; tests point both IAM paths at a local one.
@@ -21,6 +21,10 @@ DEFAULT_IAM_TOKEN_URL = "https://iam.cloud.ibm.com/identity/token"
 # CouchDB's rule for database names (https://docs.couchdb.org/en/stable/api/database/common.html).
 _DB_NAME = re.compile(r"^[a-z][a-z0-9_$()+/-]*$")
 _DB_NAME_MAX = 238
+# The only names CouchDB accepts that start with '_': its system databases (backed up with INCLUDE_SYSTEM_DBS).
+SYSTEM_DBS = ("_users", "_replicator", "_global_changes")
+# A scheme at the very start of a value: what may be echoed before a masked userinfo.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 OPERATIONS = ("backup", "restore", "list", "verify")
 
 
@@ -170,25 +174,56 @@ class _Problems:
         return False
 
 
-def check_db_name(name: str, param: str) -> str | None:
-    """The reason CouchDB would reject this database name, or None."""
+def check_db_name(name: str, param: str, system: bool = True) -> str | None:
+    """The reason CouchDB would reject this database name, or None.
+
+    The system databases are valid names; `system=False` refuses them too (a restore target).
+    """
     if len(name) > _DB_NAME_MAX:
         return f"{param} is longer than {_DB_NAME_MAX} characters"
+    if name in SYSTEM_DBS:
+        if system:
+            return None
+        return (
+            f"{param} {name!r} is a system database: restoring into it is not supported "
+            "(restore into a new database and copy the documents you need)"
+        )
     if not _DB_NAME.match(name):
         return (
             f"{param} {name!r} is not a valid database name: it must start with a lowercase letter "
-            "and contain only a-z, 0-9 and _$()+-/"
+            f"and contain only a-z, 0-9 and _$()+-/ (the system databases {', '.join(SYSTEM_DBS)} are the "
+            "only names starting with '_')"
         )
     return None
 
 
 def _without_userinfo(value: str) -> str:
-    """The value safe to echo in a message: anything before the last '@' of the authority is dropped."""
-    scheme, sep, rest = value.rpartition("://")
-    authority, slash, tail = rest.partition("/")
-    if "@" in authority:
-        authority = "****@" + authority.rpartition("@")[2]
-    return f"{scheme}{sep}{authority}{slash}{tail}"
+    """The value safe to echo in a message: everything up to its last '@' is masked.
+
+    With or without a scheme, and whatever the password holds ('/', '?', '#', '@', '://'), userinfo ends
+    at an '@', so nothing before the last one is shown; only a well-formed scheme at the start is kept.
+    """
+    if "@" not in value:
+        return value
+    scheme = _SCHEME.match(value)
+    return (scheme.group(0) if scheme else "") + MASK + "@" + value.rpartition("@")[2]
+
+
+def _sdk_refuses(value: str) -> bool:
+    """The IBM Cloud SDK core (has_bad_first_or_last_char) refuses a credential or service URL that starts
+    with '{' or '"' or ends with '}' or '"': it raises ValueError when the client is created."""
+    return bool(value) and (value[0] in '{"' or value[-1] in '}"')
+
+
+def _check_credential(p: _Problems, what: str, value: str | None) -> None:
+    if value is not None and _sdk_refuses(value):
+        p.add(f"{what} must not start or end with {{, }} or \" (the IBM Cloud SDK refuses it): "
+              "remove any braces or quotes around it")
+
+
+def _host_is_valid(host: str) -> bool:
+    """Letters, digits and '.-_' (a name, IDNs included), or ':' and '%' (an IPv6 address and its zone)."""
+    return all(ch.isalnum() or ch in ".-_:%" for ch in host)
 
 
 def _split_url(p: _Problems, name: str, value: str, default_scheme: str | None) -> tuple[str, str | None, str | None] | None:
@@ -214,6 +249,9 @@ def _split_url(p: _Problems, name: str, value: str, default_scheme: str | None) 
     if not parts.hostname:
         p.add(f"{name} has no host name")
         return None
+    if not _host_is_valid(parts.hostname):
+        p.add(f"{name} has an invalid host name (letters, digits, '.', '-' and '_' only, or an IPv6 address in [])")
+        return None
     if port == 0:
         p.add(f"{name} has port 0")
         return None
@@ -235,6 +273,11 @@ def _cloudant(p: _Problems, verify_tls: bool, token_url: str) -> CloudantConfig 
     password = p.secret("CLOUDANT_PASSWORD")
     split = _split_url(p, "CLOUDANT_URL", raw_url, default_scheme=None) if raw_url is not None else None
     url, url_user, url_password = split if split is not None else (None, None, None)
+    _check_credential(p, "CLOUDANT_IAM_KEY", iam_key.reveal() if iam_key else None)
+    _check_credential(p, "CLOUDANT_USERNAME", username)
+    _check_credential(p, "CLOUDANT_PASSWORD", password.reveal() if password else None)
+    _check_credential(p, "the user name in CLOUDANT_URL", url_user)
+    _check_credential(p, "the password in CLOUDANT_URL", url_password)
     if url_user is not None:
         # Credentials inside the URL are accepted as basic auth, then kept out of the URL (and every message).
         if url_password is None:
@@ -322,9 +365,20 @@ def load_config(args: Mapping[str, Any]) -> Config:
     if operation not in OPERATIONS:
         p.add(f"OPERATION must be one of {', '.join(OPERATIONS)}, got {args.get('OPERATION')!r}")
     token_url = p.text("IAM_TOKEN_URL") or DEFAULT_IAM_TOKEN_URL
-    token_parts = urlsplit(token_url) if "://" in token_url else None
-    if token_parts is None or token_parts.scheme not in ("http", "https") or not token_parts.netloc:
-        p.add(f"IAM_TOKEN_URL must be an https:// or http:// URL, got {_without_userinfo(token_url)!r}")
+    try:
+        token_parts = urlsplit(token_url) if "://" in token_url else None
+        token_port = token_parts.port if token_parts is not None else None  # raises on a bad port
+    except ValueError:
+        p.add("IAM_TOKEN_URL is not a valid URL: bad port or IPv6 address, or an unencoded '#', '/', '?' or '@' "
+              "in its credentials")
+    else:
+        if token_parts is None or token_parts.scheme not in ("http", "https") or not token_parts.hostname:
+            p.add(f"IAM_TOKEN_URL must be an https:// or http:// URL, got {_without_userinfo(token_url)!r}")
+        elif token_port == 0:
+            p.add("IAM_TOKEN_URL has port 0")
+        elif not _host_is_valid(token_parts.hostname):
+            p.add("IAM_TOKEN_URL has an invalid host name (letters, digits, '.', '-' and '_' only, or an IPv6 "
+                  "address in [])")
     verify_tls = not p.flag("DISABLE_TLS_VERIFY")
     needs_db = operation in ("backup", "restore")
     db = p.text("CLOUDANT_DB", required=needs_db)
@@ -337,7 +391,7 @@ def load_config(args: Mapping[str, Any]) -> Config:
             for name in dbs:
                 if problem := check_db_name(name, "CLOUDANT_DB"):
                     p.add(problem)
-    elif db is not None and (problem := check_db_name(db, "CLOUDANT_DB")):
+    elif db is not None and (problem := check_db_name(db, "CLOUDANT_DB", system=operation != "restore")):
         p.add(problem)
     source_db = p.text("SOURCE_DB")
     if source_db is not None and (problem := check_db_name(source_db, "SOURCE_DB")):
@@ -350,6 +404,10 @@ def load_config(args: Mapping[str, Any]) -> Config:
     cloudant = _cloudant(p, verify_tls, token_url) if needs_db else None
     cos = _cos(p, verify_tls, token_url)
     tuning = {t.name: p.integer(t) for t in TUNABLES}
+    budget, margin = tuning["TIME_BUDGET"], tuning["SAFETY_MARGIN"]
+    if budget and margin and margin >= budget:
+        p.add(f"SAFETY_MARGIN ({margin}) must be less than TIME_BUDGET ({budget}): the run stops SAFETY_MARGIN "
+              "seconds before its budget ends, so it would stop at once and back nothing up")
     mode = (p.text("BACKUP_MODE") or "full").lower()
     if mode not in BACKUP_MODES:
         p.add(f"BACKUP_MODE must be full or incremental, got {args.get('BACKUP_MODE')!r}")

@@ -14,8 +14,20 @@ from urllib.parse import quote, quote_plus
 MASK = "****"
 
 # userinfo inside any URL: scheme://user:password@host -> scheme://****@host
-# (greedy up to the last '@' before the path, so a password holding '@' is masked whole)
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s\"'<>]+@")
+# (greedy up to the last '@' before the path, so a password holding '@' is masked whole). The scheme starts
+# a token and both lengths are bounded: unbounded, a long line of letters took time quadratic in its length.
+_URL_USERINFO = re.compile(r"(?<![a-zA-Z0-9+.-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]{0,31}://)[^/\s\"'<>]{1,1024}@")
+# user:password@host without a scheme (a URL typed without https://): a token that starts with a user name
+# (no '/', ':' or '@' in it, not inside a word, a path, a number or another such token; lengths bounded so
+# that a long line cannot make the search quadratic), then ':' not followed by '//' (that is a
+# scheme), then anything without spaces or quotes up to the last '@' that a host name follows.
+# "mailto:a@b" and "_users" document ids ("org.couchdb.user:a@b") are left alone; "label:someone@example.com"
+# with no space after the colon is masked (an e-mail address cannot be told from a password there; masking
+# too much is the safe side). A key before the value ("url=", "CLOUDANT_URL=") stays.
+_BARE_USERINFO = re.compile(
+    r"(?<![\w.+%/~:-])(?!mailto:|org\.couchdb\.user:)[A-Za-z0-9._~%!$*+-]{1,256}:(?!//)[^\s\"'<>]{0,1024}@"
+    r"(?=[A-Za-z0-9\[])"
+)
 # bearer tokens and basic credentials in any quoted header
 _AUTH_HEADER = re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 
@@ -70,5 +82,6 @@ def redact(text: str) -> str:
             if form in text:
                 text = text.replace(form, MASK)
     text = _URL_USERINFO.sub(lambda m: m.group("scheme") + MASK + "@", text)
+    text = _BARE_USERINFO.sub(MASK + "@", text)
     text = _AUTH_HEADER.sub(lambda m: m.group(1) + m.group(2) + " " + MASK, text)
     return text

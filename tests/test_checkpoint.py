@@ -34,6 +34,7 @@ from tests.helpers import (
     keys_in,
     live_docs,
     load_docs,
+    run_at_once,
     run_main,
     sample_docs,
 )
@@ -48,8 +49,6 @@ BIG_DOCS = BIG_FILLER + 5
 TUNING = {"PART_SIZE_MB": 5, "PAGE_SIZE": 500}
 # One second of work per invocation: the budget is 2 s and the backup stops 1 s before its end.
 SHORT = {"TIME_BUDGET": 2, "SAFETY_MARGIN": 1}
-# The deadline is reached at once (margin = budget): a checkpoint with nothing or little in it, cheaply.
-AT_ONCE = {"TIME_BUDGET": 1, "SAFETY_MARGIN": 1}
 MAX_INVOCATIONS = 80
 
 
@@ -341,15 +340,15 @@ def test_a_checkpoint_older_than_the_max_age_is_abandoned_for_a_fresh_backup(big
 
 
 def test_checkpoint_max_age_is_a_parameter(big_db, bucket, s3_client, params):
-    stopped, _ = run_main({**params, **AT_ONCE})
+    stopped, _ = run_at_once(params)
     assert stopped["complete"] is False
     cp = _json(s3_client, bucket, checkpoint_key("", big_db))
     cp["created"] = time.time() - 2 * 3600
     s3_client.put_object(Bucket=bucket, Key=checkpoint_key("", big_db), Body=json.dumps(cp).encode())
 
-    kept, log = run_main({**params, **AT_ONCE, "CHECKPOINT_MAX_AGE_HOURS": 3})  # 2 h old, 3 h allowed: continued
+    kept, log = run_at_once({**params, "CHECKPOINT_MAX_AGE_HOURS": 3})  # 2 h old, 3 h allowed: continued
     assert kept["key"] == stopped["key"] and kept["invocations"] == 2 and not log.events("checkpoint_abandoned")
-    fresh, log = run_main({**params, **AT_ONCE, "CHECKPOINT_MAX_AGE_HOURS": 1})  # 1 h allowed: abandoned
+    fresh, log = run_at_once({**params, "CHECKPOINT_MAX_AGE_HOURS": 1})  # 1 h allowed: abandoned
     assert fresh["key"] != stopped["key"] and fresh["invocations"] == 1 and log.events("checkpoint_abandoned")
     assert [u["Key"] for u in incomplete_uploads(s3_client, bucket)] == [fresh["key"]]
 
@@ -387,7 +386,7 @@ def test_a_held_lease_keeps_a_second_writer_out_and_nothing_is_written(big_db, b
 
 
 def test_a_stale_checkpoint_whose_lease_is_live_is_not_abandoned(big_db, bucket, s3_client, params):
-    stopped, _ = run_main({**params, **AT_ONCE})
+    stopped, _ = run_at_once(params)
     cp = _json(s3_client, bucket, checkpoint_key("", big_db))
     cp["created"] = time.time() - 3 * 86400
     cp["lease_owner"], cp["lease_until"] = "someone-else", time.time() + 60
@@ -400,7 +399,7 @@ def test_a_stale_checkpoint_whose_lease_is_live_is_not_abandoned(big_db, bucket,
 
 
 def test_a_failing_resumed_invocation_leaves_another_backups_checkpoint_alone(big_db, bucket, s3_client, params):
-    stopped, _ = run_main({**params, **AT_ONCE})
+    stopped, _ = run_at_once(params)
     mine = _json(s3_client, bucket, checkpoint_key("", big_db))
     other_key = backup_key("", big_db, datetime.now(UTC))  # e.g. a fresh backup that abandoned ours as stale
     other = {**mine, "key": other_key, "lease_owner": None, "lease_until": 0,
@@ -410,7 +409,7 @@ def test_a_failing_resumed_invocation_leaves_another_backups_checkpoint_alone(bi
         s3_client.put_object(Bucket=bucket, Key=checkpoint_key("", big_db), Body=json.dumps(other).encode())
 
     log = CapturedLog(hooks={"backup_resumed": another_backup_checkpoints_meanwhile})
-    result, _ = run_main({**params, **AT_ONCE}, log)
+    result, _ = run_at_once({**params}, log)
     assert result.get("kind") == "cos" and "checkpointed meanwhile" in result.get("error", ""), result
     assert [u["UploadId"] for u in incomplete_uploads(s3_client, bucket)] == [other["upload_id"]]  # its own is aborted
     assert _json(s3_client, bucket, checkpoint_key("", big_db)) == other
@@ -508,33 +507,33 @@ def test_continue_async_hands_over_hop_by_hop_without_secrets(big_db, bucket, s3
 
 
 def test_continue_async_stops_at_max_hops_and_never_fails_the_backup(big_db, bucket, s3_client, params, openwhisk):
-    bound = {**params, **AT_ONCE, "CONTINUE_ASYNC": True, "MAX_HOPS": 3}
-    at_limit, log = run_main({**bound, "CONTINUE_HOP": 3})
+    bound = {**params, "CONTINUE_ASYNC": True, "MAX_HOPS": 3}
+    at_limit, log = run_at_once({**bound, "CONTINUE_HOP": 3})
     assert at_limit["ok"] and at_limit["complete"] is False, at_limit
     assert at_limit["continued_by"]["hop"] == 3 and "MAX_HOPS" in at_limit["continued_by"]["stopped"]
     assert log.events("hop_limit_reached") and openwhisk.calls == []
 
-    below, _ = run_main({**bound, "CONTINUE_HOP": 2})
+    below, _ = run_at_once({**bound, "CONTINUE_HOP": 2})
     assert below["continued_by"]["hop"] == 3 and len(openwhisk.calls) == 1
     assert openwhisk.calls[0]["body"]["CONTINUE_HOP"] == 3 and openwhisk.calls[0]["body"]["MAX_HOPS"] == 3
 
-    none_allowed, _ = run_main({**params, **AT_ONCE, "CONTINUE_ASYNC": True, "MAX_HOPS": 0})
+    none_allowed, _ = run_at_once({**params, "CONTINUE_ASYNC": True, "MAX_HOPS": 0})
     assert "stopped" in none_allowed["continued_by"] and len(openwhisk.calls) == 1
 
     openwhisk.status = 500  # the platform refuses: the checkpoint stands, the next scheduled run continues
-    refused, log = run_main(bound)
+    refused, log = run_at_once(bound)
     assert refused["ok"] and refused["complete"] is False, refused
     assert refused["continued_by"]["hop"] == 1 and "HTTP 500" in refused["continued_by"]["error"]
     assert log.events("continue_failed")
     assert refused["invocations"] == 4 and refused["key"] == at_limit["key"]
 
     openwhisk.status, openwhisk.answer = 202, b"<html>accepted by a proxy</html>"  # no activation id: not sure
-    unclear, log = run_main(bound)
+    unclear, log = run_at_once(bound)
     assert unclear["ok"] and unclear["complete"] is False and unclear["invocations"] == 5, unclear
     assert "without an activation id" in unclear["continued_by"]["error"] and log.events("continue_failed")
     assert _json(s3_client, bucket, checkpoint_key("", big_db))["invocations"] == 5  # the checkpoint stands
 
 
 def test_without_continue_async_no_activation_is_made(big_db, params, openwhisk):
-    result, _ = run_main({**params, **AT_ONCE})
+    result, _ = run_at_once(params)
     assert result["complete"] is False and "continued_by" not in result and openwhisk.calls == []

@@ -112,6 +112,29 @@ def test_a_missing_database_fails_alone_and_the_exit_code_says_so(account, bucke
     assert through_main["failed"] == ["no-such-db", "other-missing"] and "error" in through_main
 
 
+def test_a_crash_in_one_database_leaves_the_others_backed_up_and_its_message_redacted(account, bucket, s3_client,
+                                                                                      params, monkeypatch):
+    """An unexpected exception (a bug) in one database's backup: the others still run, and its text, which
+    here quotes the HMAC secret key, is masked."""
+    import backup.backup
+
+    real = backup.backup.run_backup  # fanout imports it when it runs
+
+    def crashing_on_beta(config: Any, log: Any, deadline: Any = None) -> dict[str, Any]:
+        if config.db == "beta":
+            raise RuntimeError(f"a bug while holding {params['COS_SECRET_ACCESS_KEY']}")
+        return real(config, log, deadline=deadline)
+
+    monkeypatch.setattr(backup.backup, "run_backup", crashing_on_beta)
+    result, log = run_main({**params, "CLOUDANT_DB": "alpha,beta,gamma-1"})
+    assert result["ok"] is False and result["failed"] == ["beta"], result
+    outcomes = {o["database"]: o for o in result["databases"]}
+    assert outcomes["beta"]["kind"] == "internal" and "unexpected RuntimeError: a bug while holding" in outcomes["beta"]["error"]
+    assert params["COS_SECRET_ACCESS_KEY"] not in json.dumps(result) + log.text
+    for name in ("alpha", "gamma-1"):
+        _assert_backed_up(s3_client, bucket, outcomes[name], USER_DBS[name])
+
+
 def test_an_invalid_name_in_the_list_is_a_config_error_before_anything_runs(account, bucket, s3_client, params):
     result, _ = run_main({**params, "CLOUDANT_DB": "alpha,Bad Name"})
     assert result["kind"] == "config" and "'Bad Name' is not a valid database name" in result["error"]
@@ -182,6 +205,23 @@ def test_on_openwhisk_every_database_gets_its_own_activation(account, bucket, s3
         assert payload["PART_SIZE_MB"] == 5 and payload["BACKUP_MODE"] == "incremental"
         assert payload["COS_PREFIX"] == "nightly/" and payload["COS_BUCKET"] == bucket
     assert keys_in(s3_client, bucket) == []  # the activations do the work, not this one
+
+
+def test_on_openwhisk_system_databases_get_activations_that_pass_config(account, bucket, s3_client, params, openwhisk):
+    result, _ = run_main({**params, "INCLUDE_SYSTEM_DBS": "true"})
+    assert result["ok"] and result["fanout"] == "openwhisk" and result["failed"] == [], result
+    payloads = {call["body"]["CLOUDANT_DB"]: call["body"] for call in openwhisk.calls}
+    assert sorted(payloads) == sorted([*USER_DBS, *SYSTEM_DBS])
+    # Each activation runs with the action's bound parameters, the payload on top: run the system databases' own.
+    for name in ("_users", "_replicator"):
+        child, _ = run_main({**params, **payloads[name]})
+        assert child.get("kind") != "config" and child["complete"] is True and child["database"] == name, child
+        assert child["key"].startswith(f"{name}_") and child["key"] in keys_in(s3_client, bucket)
+        assert child["docs"] == len(live_docs(account, name))
+    # pouchdb-server let this module create "_private"; CouchDB refuses every "_" name but its system databases,
+    # and so does the activation's config check.
+    child, _ = run_main({**params, **payloads["_private"]})
+    assert child["kind"] == "config" and "'_private' is not a valid database name" in child["error"], child
 
 
 def test_on_openwhisk_a_list_fans_out_without_secrets(couch, seaweed, bucket, s3_client, openwhisk):

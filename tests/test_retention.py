@@ -10,7 +10,17 @@ from typing import Any
 import pytest
 
 from backup.keys import backup_key, manifest_key
-from tests.helpers import CapturedLog, cos_params, couch_params, keys_in, live_docs, load_docs, run_main, sample_docs
+from tests.helpers import (
+    CapturedLog,
+    cos_params,
+    couch_params,
+    keys_in,
+    live_docs,
+    load_docs,
+    run_at_once,
+    run_main,
+    sample_docs,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +69,7 @@ def test_keep_last_leaves_the_newest_n_and_touches_no_other_database(couch, db_n
     older.append(plain["key"])
 
     # A checkpointed (unfinished) run deletes nothing: retention follows a successful backup only.
-    stopped, _ = run_main({**params, "TIME_BUDGET": 1, "SAFETY_MARGIN": 1, "KEEP_LAST": 1})
+    stopped, _ = run_at_once({**params, "KEEP_LAST": 1})
     assert stopped["complete"] is False and "deleted_old_backups" not in stopped
     assert _of(s3_client, bucket, db_name) == _with_manifests(*older)
 

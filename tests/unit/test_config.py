@@ -142,7 +142,19 @@ BAD_INPUTS = [
                  "a lowercase letter and contain only a-z, 0-9 and _$()+-/", id="db-uppercase"),
     pytest.param({"CLOUDANT_DB": "1orders"}, "CLOUDANT_DB '1orders' is not a valid database name", id="db-leading-digit"),
     pytest.param({"CLOUDANT_DB": "my orders"}, "CLOUDANT_DB 'my orders' is not a valid database name", id="db-space"),
-    pytest.param({"CLOUDANT_DB": "_users"}, "CLOUDANT_DB '_users' is not a valid database name", id="db-system-underscore"),
+    pytest.param({"CLOUDANT_DB": "_private"}, "CLOUDANT_DB '_private' is not a valid database name: it must start "
+                 "with a lowercase letter", id="db-underscore-not-a-system-db"),
+    pytest.param({"CLOUDANT_DB": "_users_old"}, "CLOUDANT_DB '_users_old' is not a valid database name",
+                 id="db-underscore-system-lookalike"),
+    pytest.param({"CLOUDANT_DB": "_Users"}, "CLOUDANT_DB '_Users' is not a valid database name", id="db-system-uppercase"),
+    pytest.param({"CLOUDANT_DB": "_users,_nope"}, "CLOUDANT_DB '_nope' is not a valid database name",
+                 id="db-list-with-underscore-not-a-system-db"),
+    pytest.param({"OPERATION": "restore", "COS_KEY": "k", "CLOUDANT_DB": "_users"},
+                 "CLOUDANT_DB '_users' is a system database: restoring into it is not supported",
+                 id="restore-into-system-db"),
+    pytest.param({"OPERATION": "restore", "COS_KEY": "k", "CLOUDANT_DB": "_replicator"},
+                 "CLOUDANT_DB '_replicator' is a system database: restoring into it is not supported",
+                 id="restore-into-replicator"),
     pytest.param({"CLOUDANT_DB": "orders.2024"}, "CLOUDANT_DB 'orders.2024' is not a valid database name", id="db-dot"),
     pytest.param({"CLOUDANT_DB": "a" * 239}, "CLOUDANT_DB is longer than 238 characters", id="db-too-long"),
     pytest.param({"OPERATION": "restore", "COS_KEY": "latest", "SOURCE_DB": "Prod"},
@@ -169,6 +181,14 @@ BAD_INPUTS = [
     pytest.param({"RESTORE_PARALLELISM": 1000}, "RESTORE_PARALLELISM must be between 1 and 64, got 1000",
                  id="restore-parallelism-absurd"),
     pytest.param({"REQUEST_TIMEOUT": {"s": 5}}, "REQUEST_TIMEOUT must be an integer, got dict", id="request-timeout-dict"),
+    # the safety margin must leave some of the time budget to work in
+    pytest.param({"TIME_BUDGET": 30, "SAFETY_MARGIN": 30},
+                 "SAFETY_MARGIN (30) must be less than TIME_BUDGET (30): the run stops SAFETY_MARGIN seconds before "
+                 "its budget ends, so it would stop at once and back nothing up", id="margin-equals-budget"),
+    pytest.param({"TIME_BUDGET": 1, "SAFETY_MARGIN": 1}, "SAFETY_MARGIN (1) must be less than TIME_BUDGET (1)",
+                 id="margin-equals-budget-one"),
+    pytest.param({"TIME_BUDGET": "10", "SAFETY_MARGIN": "60"}, "SAFETY_MARGIN (60) must be less than TIME_BUDGET (10)",
+                 id="margin-above-budget"),
     # restore / verify
     pytest.param({"OPERATION": "restore"}, "COS_KEY is missing", id="restore-without-cos-key"),
     pytest.param({"OPERATION": "restore", "COS_KEY": "  "}, "COS_KEY is empty", id="restore-blank-cos-key"),
@@ -185,6 +205,24 @@ BAD_INPUTS = [
                  id="iam-token-url-no-scheme"),
     pytest.param({"IAM_TOKEN_URL": "ftp://iam.example.com/token"}, "IAM_TOKEN_URL must be an https:// or http:// URL",
                  id="iam-token-url-ftp"),
+    pytest.param({"IAM_TOKEN_URL": "https://[::1"}, "IAM_TOKEN_URL is not a valid URL", id="iam-token-url-bad-ipv6"),
+    pytest.param({"IAM_TOKEN_URL": "https://iam.example.com:abc/identity/token"}, "IAM_TOKEN_URL is not a valid URL",
+                 id="iam-token-url-port-not-number"),
+    pytest.param({"IAM_TOKEN_URL": "https://iam.example.com:70000/identity/token"}, "IAM_TOKEN_URL is not a valid URL",
+                 id="iam-token-url-port-too-big"),
+    pytest.param({"IAM_TOKEN_URL": "https://iam.example.com:0/identity/token"}, "IAM_TOKEN_URL has port 0",
+                 id="iam-token-url-port-zero"),
+    pytest.param({"IAM_TOKEN_URL": "https://{iam.example.com}/identity/token"}, "IAM_TOKEN_URL has an invalid host name",
+                 id="iam-token-url-braces"),
+    pytest.param({"IAM_TOKEN_URL": "https://:443/identity/token"}, "IAM_TOKEN_URL must be an https:// or http:// URL",
+                 id="iam-token-url-port-without-host"),
+    # host names the SDK or any HTTP client would refuse later
+    pytest.param({"CLOUDANT_URL": "https://[::1"}, "CLOUDANT_URL is not a valid URL", id="cloudant-url-bad-ipv6"),
+    pytest.param({"CLOUDANT_URL": "https://acct.cloudant.example.com}"}, "CLOUDANT_URL has an invalid host name",
+                 id="cloudant-url-host-trailing-brace"),
+    pytest.param({"CLOUDANT_URL": 'https://"acct.cloudant.example.com"'}, "CLOUDANT_URL has an invalid host name",
+                 id="cloudant-url-host-quoted"),
+    pytest.param({"COS_ENDPOINT": "{s3.example.com}"}, "COS_ENDPOINT has an invalid host name", id="cos-endpoint-braces"),
     # bucket names
     pytest.param({"COS_BUCKET": "Orders_Backups"},
                  "COS_BUCKET 'Orders_Backups' is not a valid bucket name (3-63 characters: a-z, 0-9, '.', '-')",
@@ -365,6 +403,119 @@ def test_valid_database_names_are_accepted(name: str) -> None:
     assert load_config(args_with({"CLOUDANT_DB": name})).db == name
 
 
+@pytest.mark.parametrize("name", ["_users", "_replicator", "_global_changes"])
+def test_system_databases_can_be_backed_up_one_by_one(name: str) -> None:
+    # A fan-out on OpenWhisk (CLOUDANT_DB="*", INCLUDE_SYSTEM_DBS) starts one activation per database with
+    # CLOUDANT_DB set to that one name: a system database's activation must pass its config check.
+    config = load_config(args_with({"CLOUDANT_DB": name, "INCLUDE_SYSTEM_DBS": "true"}))
+    assert (config.db, config.many, config.dbs) == (name, False, None)
+    assert load_config(args_with({"CLOUDANT_DB": name})).db == name
+
+
+def test_system_databases_in_a_list_of_databases() -> None:
+    config = load_config(args_with({"CLOUDANT_DB": "_users, orders,_replicator,_global_changes"}))
+    assert config.many and config.dbs == ("_users", "orders", "_replicator", "_global_changes")
+
+
+@pytest.mark.parametrize("changes", [
+    pytest.param({"OPERATION": "list", "CLOUDANT_DB": "_users"}, id="list"),
+    pytest.param({"OPERATION": "verify", "COS_KEY": "latest", "CLOUDANT_DB": "_replicator"}, id="verify-latest"),
+    pytest.param({"OPERATION": "verify", "COS_KEY": "latest", "SOURCE_DB": "_users", "CLOUDANT_DB": DROP},
+                 id="verify-latest-source-db"),
+    pytest.param({"OPERATION": "restore", "COS_KEY": "latest", "SOURCE_DB": "_users", "CLOUDANT_DB": "users-copy"},
+                 id="restore-from-a-system-db-backup"),
+])
+def test_system_database_names_are_accepted_for_list_verify_and_as_restore_source(changes: dict[str, Any]) -> None:
+    load_config(args_with(changes))
+
+
+@pytest.mark.parametrize(("budget", "margin"), [(2, 1), (30, 29), (0, 5), (60, 0), ("10", "9")],
+                         ids=["just-below", "one-second-left", "margin-without-budget", "budget-without-margin",
+                              "strings"])
+def test_a_safety_margin_below_the_time_budget_is_accepted(budget: Any, margin: Any) -> None:
+    config = load_config(args_with({"TIME_BUDGET": budget, "SAFETY_MARGIN": margin}))
+    assert (config.tune("TIME_BUDGET"), config.tune("SAFETY_MARGIN")) == (int(budget), int(margin))
+
+
+def test_an_out_of_range_margin_is_reported_once() -> None:
+    message = error_for({"TIME_BUDGET": 10, "SAFETY_MARGIN": 99999})
+    assert "SAFETY_MARGIN must be between 0 and 3600, got 99999" in message
+    assert "must be less than TIME_BUDGET" not in message
+
+
+# Credentials the IBM Cloud SDK refuses when the client is made (has_bad_first_or_last_char): a ConfigError
+# naming the parameter, never the value.
+SDK_REFUSED = [
+    pytest.param({"CLOUDANT_USERNAME": "admin", "CLOUDANT_PASSWORD": "{brace-pw-51}"}, "CLOUDANT_PASSWORD",
+                 "brace-pw-51", id="password-in-braces"),
+    pytest.param({"CLOUDANT_USERNAME": "admin", "CLOUDANT_PASSWORD": '"quoted-pw-52"'}, "CLOUDANT_PASSWORD",
+                 "quoted-pw-52", id="password-in-quotes"),
+    pytest.param({"CLOUDANT_USERNAME": "admin", "CLOUDANT_PASSWORD": "trailing-pw-53}"}, "CLOUDANT_PASSWORD",
+                 "trailing-pw-53", id="password-trailing-brace"),
+    pytest.param({"CLOUDANT_USERNAME": "admin", "CLOUDANT_PASSWORD": '{"json-pw-54"'}, "CLOUDANT_PASSWORD",
+                 "json-pw-54", id="password-leading-brace"),
+    pytest.param({"CLOUDANT_USERNAME": '"admin-55"', "CLOUDANT_PASSWORD": "fine-pw-55"}, "CLOUDANT_USERNAME",
+                 "fine-pw-55", id="username-in-quotes"),
+    pytest.param({"CLOUDANT_IAM_KEY": "{iam-key-56}"}, "CLOUDANT_IAM_KEY", "iam-key-56", id="iam-key-in-braces"),
+    pytest.param({"CLOUDANT_IAM_KEY": 'iam-key-57"'}, "CLOUDANT_IAM_KEY", "iam-key-57", id="iam-key-trailing-quote"),
+    pytest.param({"CLOUDANT_URL": "https://admin:%7Burl-pw-58%7D@acct.example.com"}, "the password in CLOUDANT_URL",
+                 "url-pw-58", id="url-password-encoded-braces"),
+    pytest.param({"CLOUDANT_URL": "https://admin:url-pw-59%22@acct.example.com"}, "the password in CLOUDANT_URL",
+                 "url-pw-59", id="url-password-encoded-quote"),
+    pytest.param({"CLOUDANT_URL": "https://%7Badmin:url-pw-60@acct.example.com"}, "the user name in CLOUDANT_URL",
+                 "url-pw-60", id="url-user-encoded-brace"),
+]
+
+
+@pytest.mark.parametrize(("changes", "param", "secret"), SDK_REFUSED)
+def test_credentials_the_sdk_refuses_are_a_config_error(changes: dict[str, Any], param: str, secret: str) -> None:
+    message = error_for(changes)
+    assert f"{param} must not start or end with {{, }} or \" (the IBM Cloud SDK refuses it)" in message
+    assert secret not in message and secret not in redact(message)
+
+
+@pytest.mark.parametrize("value", ["{", "}", '"', "{x", "x}", '"x', 'x"', "x{", "}x", "x\"y", "a{b}c", "ok-value"])
+def test_the_credential_check_matches_the_sdk(value: str) -> None:
+    # Exactly what the SDK refuses is refused, nothing more: a value that passes makes an authenticator.
+    from ibm_cloud_sdk_core.authenticators import BasicAuthenticator, IAMAuthenticator
+    from ibm_cloud_sdk_core.utils import has_bad_first_or_last_char
+
+    args = args_with({"CLOUDANT_USERNAME": "admin", "CLOUDANT_PASSWORD": value})
+    if has_bad_first_or_last_char(value):
+        with pytest.raises(ConfigError, match="CLOUDANT_PASSWORD must not start or end"):
+            load_config(args)
+        with pytest.raises(ConfigError, match="CLOUDANT_IAM_KEY must not start or end"):
+            load_config(args_with({"CLOUDANT_IAM_KEY": value}))
+    else:
+        basic = load_config(args).cloudant
+        assert basic is not None and basic.username is not None and basic.password is not None
+        BasicAuthenticator(basic.username, basic.password.reveal())
+        iam = load_config(args_with({"CLOUDANT_IAM_KEY": value})).cloudant
+        assert iam is not None and iam.iam_key is not None
+        IAMAuthenticator(iam.iam_key.reveal(), url=iam.iam_token_url)
+
+
+@pytest.mark.parametrize("changes", [
+    pytest.param({"CLOUDANT_USERNAME": "admin", "CLOUDANT_PASSWORD": "{main-pw-61}"}, id="password-in-braces"),
+    pytest.param({"CLOUDANT_IAM_KEY": '"main-key-62"'}, id="iam-key-in-quotes"),
+    pytest.param({"IAM_TOKEN_URL": "https://[::1", "CLOUDANT_IAM_KEY": "main-key-63"}, id="iam-token-url-bad-ipv6"),
+    pytest.param({"CLOUDANT_URL": "https://acct.example.com}"}, id="cloudant-url-trailing-brace"),
+])
+def test_the_action_reports_them_as_config_errors_not_crashes(changes: dict[str, Any]) -> None:
+    import io
+
+    from backup.action import main
+    from backup.log import Log
+
+    stream = io.StringIO()
+    result = main(args_with(changes), log=Log(stream))
+    assert result["kind"] == "config", result
+    assert "Traceback" not in stream.getvalue() and "crashed" not in stream.getvalue()
+    for value in changes.values():
+        if "main-" in value:
+            assert value.strip('{}"') not in stream.getvalue() + str(result)
+
+
 # Secrets never appear in the error message: raw, and after redact().
 SECRET_CASES = [
     pytest.param({"CLOUDANT_USERNAME": "admin", "CLOUDANT_PASSWORD": "Cl0udant-Pw!x", "CLOUDANT_IAM_KEY": "iam-K3y-zz9",
@@ -383,6 +534,25 @@ SECRET_CASES = [
                  id="credentials-in-url-without-scheme"),
     pytest.param({"CLOUDANT_URL": "https://admin:hash#Pw-22@acct.example.com"}, ["hash"],
                  id="password-with-hash-in-url"),
+    # no scheme, and a password holding what ends an authority: nothing before the last '@' is echoed
+    pytest.param({"CLOUDANT_URL": "admin:pa/ss-Pw-31@acct.example.com"}, ["pa/ss", "ss-Pw-31", "admin:pa"],
+                 id="no-scheme-slash-in-password"),
+    pytest.param({"CLOUDANT_URL": "admin:pa/ss-Pw-32@acct.example.com/orders"}, ["pa/ss", "ss-Pw-32"],
+                 id="no-scheme-slash-in-password-and-path"),
+    pytest.param({"CLOUDANT_URL": "admin:p@ss/Pw-33@acct.example.com"}, ["p@ss", "Pw-33"],
+                 id="no-scheme-at-and-slash-in-password"),
+    pytest.param({"CLOUDANT_URL": "admin:qu?ery#Pw-34@acct.example.com"}, ["qu?ery", "Pw-34"],
+                 id="no-scheme-query-and-hash-in-password"),
+    pytest.param({"CLOUDANT_URL": "admin:sch://eme-Pw-35@acct.example.com"}, ["sch", "eme-Pw-35"],
+                 id="no-scheme-colon-slashes-in-password"),
+    pytest.param({"IAM_TOKEN_URL": "user:tok/en-Pw-36@iam.example.com/identity/token"}, ["tok/en", "en-Pw-36"],
+                 id="iam-token-url-no-scheme-credentials"),
+    pytest.param({"IAM_TOKEN_URL": "user:tok/en-Pw-37://iam.example.com@x"}, ["tok/en", "en-Pw-37"],
+                 id="iam-token-url-odd-scheme-with-credentials"),
+    pytest.param({"IAM_TOKEN_URL": "ftp://user:tok/en-Pw-38@iam.example.com/identity/token"}, ["tok/en", "en-Pw-38"],
+                 id="iam-token-url-ftp-with-credentials"),
+    pytest.param({"COS_ENDPOINT": "AKID:cos/Secr3t-39@s3.example.com"}, ["cos/Secr3t", "Secr3t-39"],
+                 id="cos-endpoint-no-scheme-slash-in-secret"),
 ]
 
 
