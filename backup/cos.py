@@ -234,6 +234,7 @@ class MultipartUpload:
             future, self._in_flight = self._in_flight, None
             part = future.result()
             self.parts.append(part)
+            self._last_body = None  # recorded: no longer the caller's to take back
             self.log.info("part_uploaded", key=self.key, part=part["PartNumber"], bytes=part["size"],
                           total_bytes=self.uploaded_bytes)
 
