@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from backup.errors import ConfigError
-from backup.redaction import MASK, Secret
+from backup.redaction import MASK, Secret, register
 
 MIB = 1024 * 1024
 # IBM's public IAM token endpoint; tests point both IAM paths at a local one.
@@ -372,6 +372,9 @@ def load_config(args: Mapping[str, Any]) -> Config:
         p.add("IAM_TOKEN_URL is not a valid URL: bad port or IPv6 address, or an unencoded '#', '/', '?' or '@' "
               "in its credentials")
     else:
+        if token_parts is not None and token_parts.password:  # basic auth to a private IAM proxy: a secret
+            register(token_parts.password)
+            register(unquote(token_parts.password))
         if token_parts is None or token_parts.scheme not in ("http", "https") or not token_parts.hostname:
             p.add(f"IAM_TOKEN_URL must be an https:// or http:// URL, got {_without_userinfo(token_url)!r}")
         elif token_port == 0:

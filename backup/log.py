@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from backup.redaction import redact
+from backup.redaction import redact, redact_all
 
 
 class Log:
@@ -27,7 +27,7 @@ class Log:
         if self._quiet and level == "info":
             return
         record = {"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "level": level, "event": event}
-        record.update(_redacted(fields))
+        record.update(redact_all(fields))
         line = redact(json.dumps(record, default=str, ensure_ascii=False))
         stream = self._stream or sys.stdout  # resolved late: the launcher may swap stdout
         with self._lock:
@@ -42,17 +42,6 @@ class Log:
 
     def error(self, event: str, **fields: Any) -> None:
         self._write("error", event, fields)
-
-
-def _redacted(value: Any) -> Any:
-    """Redact string values before JSON encoding, which would escape a secret out of recognition."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redacted(v) for v in value]
-    return value
 
 
 ProgressCallback = Callable[[int, int], None]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 MASK = "****"
@@ -85,3 +86,15 @@ def redact(text: str) -> str:
     text = _BARE_USERINFO.sub(MASK + "@", text)
     text = _AUTH_HEADER.sub(lambda m: m.group(1) + m.group(2) + " " + MASK, text)
     return text
+
+
+def redact_all(value: Any) -> Any:
+    """`redact` every string inside a JSON-like value (before encoding it, which would escape a secret out
+    of recognition): results carry error texts too (a fan-out's failed databases, a retention error)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_all(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_all(v) for v in value]
+    return value

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import requests
 
+from backup.errors import CosError
 from backup.keys import manifest_key
 from devstack import PouchServer
 from tests.helpers import (
@@ -112,10 +113,10 @@ def test_a_missing_database_fails_alone_and_the_exit_code_says_so(account, bucke
     assert through_main["failed"] == ["no-such-db", "other-missing"] and "error" in through_main
 
 
-def test_a_crash_in_one_database_leaves_the_others_backed_up_and_its_message_redacted(account, bucket, s3_client,
+def test_a_crash_in_one_database_leaves_the_others_backed_up_and_every_message_redacted(account, bucket, s3_client,
                                                                                       params, monkeypatch):
-    """An unexpected exception (a bug) in one database's backup: the others still run, and its text, which
-    here quotes the HMAC secret key, is masked."""
+    """An unexpected exception (a bug) in one database's backup: the others still run. Its text, and that of
+    another database's error, quote the HMAC secret key here: both are masked in the result."""
     import backup.backup
 
     real = backup.backup.run_backup  # fanout imports it when it runs
@@ -123,16 +124,18 @@ def test_a_crash_in_one_database_leaves_the_others_backed_up_and_its_message_red
     def crashing_on_beta(config: Any, log: Any, deadline: Any = None) -> dict[str, Any]:
         if config.db == "beta":
             raise RuntimeError(f"a bug while holding {params['COS_SECRET_ACCESS_KEY']}")
+        if config.db == "gamma-1":  # an error this tool raises on purpose: its text goes into the result as is
+            raise CosError(f"an SDK message quoting {params['COS_SECRET_ACCESS_KEY']}")
         return real(config, log, deadline=deadline)
 
     monkeypatch.setattr(backup.backup, "run_backup", crashing_on_beta)
     result, log = run_main({**params, "CLOUDANT_DB": "alpha,beta,gamma-1"})
-    assert result["ok"] is False and result["failed"] == ["beta"], result
+    assert result["ok"] is False and result["failed"] == ["beta", "gamma-1"], result
     outcomes = {o["database"]: o for o in result["databases"]}
     assert outcomes["beta"]["kind"] == "internal" and "unexpected RuntimeError: a bug while holding" in outcomes["beta"]["error"]
+    assert outcomes["gamma-1"] == {"database": "gamma-1", "error": "an SDK message quoting ****", "kind": "cos"}
     assert params["COS_SECRET_ACCESS_KEY"] not in json.dumps(result) + log.text
-    for name in ("alpha", "gamma-1"):
-        _assert_backed_up(s3_client, bucket, outcomes[name], USER_DBS[name])
+    _assert_backed_up(s3_client, bucket, outcomes["alpha"], USER_DBS["alpha"])
 
 
 def test_an_invalid_name_in_the_list_is_a_config_error_before_anything_runs(account, bucket, s3_client, params):

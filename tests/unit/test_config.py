@@ -575,3 +575,10 @@ def test_bucket_names_cos_refuses_are_rejected(bucket: str) -> None:
 
 def test_iam_token_url_without_host_is_rejected() -> None:
     assert "IAM_TOKEN_URL" in error_for({"IAM_TOKEN_URL": "https://"})
+
+
+def test_a_password_in_iam_token_url_is_a_secret_everywhere() -> None:
+    # A private IAM proxy with basic auth: SDK errors about the token fetch quote the whole URL.
+    load_config(args_with({"IAM_TOKEN_URL": "https://svc:token%2Fpw-77@iam.internal.example/identity/token"}))
+    text = "CredentialRetrievalError: POST https://svc:token%2Fpw-77@iam.internal.example failed; pw token/pw-77"
+    assert "pw-77" not in redact(text)
