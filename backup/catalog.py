@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,9 @@ from backup.manifest import Manifest
 class Entry:
     name: BackupKey
     size: int
-    manifest: Manifest | None  # None: no manifest (another tool's object, or a backup being written)
+    manifest: Manifest | None  # None: no manifest (another tool's object, or a backup being written); its
+    # `parts` list is left out (thousands of entries per backup, and a bucket holds many backups): read the
+    # manifest again where the parts matter (restore, verify)
     manifest_error: str | None = None  # the manifest exists but could not be read (this time)
 
 
@@ -35,7 +38,7 @@ def find_backups(s3: Any, bucket: str, prefix: str, db: str | None = None) -> li
         manifest, error = None, None
         if manifest_key(key) in manifests:
             try:
-                manifest = Manifest.from_json(cos.get_json(s3, bucket, manifest_key(key)))
+                manifest = dataclasses.replace(Manifest.from_json(cos.get_json(s3, bucket, manifest_key(key))), parts=[])
             except CosError as exc:
                 error = str(exc)
             except (ValueError, TypeError) as exc:
@@ -46,8 +49,12 @@ def find_backups(s3: Any, bucket: str, prefix: str, db: str | None = None) -> li
 
 
 def latest_key(s3: Any, bucket: str, prefix: str, db: str) -> str:
-    """The newest backup of db that has a manifest (was completed by this tool)."""
+    """The newest backup of db that has a manifest (was completed by this tool). A newer one whose manifest
+    could not be read stops the search: silently restoring older data would be worse than failing."""
     for entry in find_backups(s3, bucket, prefix, db):
+        if entry.manifest_error:
+            raise CosError(f"the newest backup of '{db}', {entry.name.key}, has a manifest that could not be read "
+                           f"({entry.manifest_error}); not falling back to an older one: retry, or give COS_KEY")
         if entry.manifest is not None:
             return entry.name.key
     raise CosError(f"no complete backup of '{db}' found in {cos.where(bucket, prefix)}")

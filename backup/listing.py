@@ -19,6 +19,7 @@ def run_list(config: Config, log: Log) -> dict[str, Any]:
             "key": e.name.key, "database": e.name.db, "time": format_time(e.name.time), "bytes": e.size,
             "docs": e.manifest.docs if e.manifest else None, "complete": e.manifest is not None,
             "kind": e.manifest.kind if e.manifest else None, "base": e.manifest.base if e.manifest else None,
+            **({"manifest_error": e.manifest_error} if e.manifest_error else {}),
         }
         for e in entries
     ]

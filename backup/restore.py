@@ -21,7 +21,7 @@ from backup.clients import make_clients
 from backup.config import Config
 from backup.errors import BackupError, CloudantError, CosError, DatabaseNotEmptyError, FormatError
 from backup.format import LineDecoder, split_lines
-from backup.keys import parse_backup_key
+from backup.keys import manifest_key, parse_backup_key
 from backup.log import Log
 from backup.manifest import Manifest, PartHasher
 
@@ -90,7 +90,15 @@ def _chain_for(s3: Any, bucket: str, prefix: str, key: str) -> list[tuple[str, M
                           f"checked nor, for an incremental, chained: {unreadable}")
     if not any(e.name.key == key and e.manifest is not None for e in entries):
         return [(key, None)]
-    return [(e.name.key, e.manifest) for e in restore_chain(entries, key)]
+    return [(e.name.key, _manifest(s3, bucket, e.name.key)) for e in restore_chain(entries, key)]
+
+
+def _manifest(s3: Any, bucket: str, key: str) -> Manifest:
+    """The whole manifest, parts included (the catalog keeps them out), to check the object against."""
+    try:
+        return Manifest.from_json(cos.get_json(s3, bucket, manifest_key(key)))
+    except (ValueError, TypeError) as exc:
+        raise FormatError(f"restoring {cos.where(bucket, key)}: its manifest is unreadable: {exc}") from None
 
 
 def _apply(client: Any, s3: Any, bucket: str, key: str, manifest: Manifest | None, db: str, batch_size: int,

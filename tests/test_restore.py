@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from backup.keys import backup_key
+from backup.keys import backup_key, manifest_key
 from tests.helpers import (
     OUTPUTS,
     cos_params,
@@ -208,6 +208,26 @@ def test_list_shows_backups_newest_first_with_doc_counts(couch, db_name, params)
     assert all(b["complete"] and b["bytes"] > 0 and b["time"] for b in listed["backups"])
     everything, _ = run_main({**params, "OPERATION": "list", "CLOUDANT_DB": None})
     assert everything["count"] == 3
+
+
+def test_latest_never_falls_back_past_a_newest_backup_whose_manifest_cannot_be_read(couch, db_name, bucket, s3_client,
+                                                                                     params):
+    load_docs(couch, db_name, sample_docs(filler=2))
+    older, _ = run_main(params)
+    load_docs(couch, db_name, [{"_id": "newest"}])
+    newest, _ = run_main(params)
+    s3_client.put_object(Bucket=bucket, Key=manifest_key(newest["key"]), Body=b"{not json")  # or a failed GET
+
+    latest = {"COS_KEY": "latest", "SOURCE_DB": db_name}
+    restored, _ = _restore(params, "latest", f"{db_name}-copy", CREATE_TARGET=True, SOURCE_DB=db_name)
+    verified, _ = run_main({**params, "OPERATION": "verify", **latest})
+    for result in (restored, verified):  # the older backup would restore without "newest", and say ok
+        assert result.get("kind") == "cos" and "not falling back to an older one" in result["error"], result
+        assert newest["key"] in result["error"]
+    listed, _ = run_main({**params, "OPERATION": "list"})
+    entry = next(b for b in listed["backups"] if b["key"] == newest["key"])
+    assert entry["complete"] is False and manifest_key(newest["key"]) in entry["manifest_error"]
+    assert next(b for b in listed["backups"] if b["key"] == older["key"])["complete"] is True
 
 
 def test_cli_restores_the_latest_backup_of_a_database(couch, db_name, bucket, s3_client, params):
