@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from backup.action import run
-from backup.errors import BackupError
+from backup.errors import BackupError, ConfigError
 from backup.log import Log
 from backup.redaction import redact, redact_all
 
@@ -59,10 +59,11 @@ def build_args(ns: argparse.Namespace, environ: dict[str, str]) -> dict[str, Any
         args["CREATE_TARGET"] = "true"
     if getattr(ns, "allow_non_empty", False):
         args["ALLOW_NON_EMPTY_TARGET"] = "true"
-    for item in ns.param:
+    for number, item in enumerate(ns.param, 1):
         name, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--param needs NAME=VALUE, got {item!r}")
+        if not sep or not name.strip():
+            # Not echoed: "CLOUDANT_PASSWORD:hunter2" typed for "=" would put the password in a CI log.
+            raise ConfigError(f"--param needs NAME=VALUE: --param number {number} has no NAME= before its value")
         args[name.strip()] = value
     return args
 
