@@ -18,6 +18,9 @@ from backup import __version__
 from backup.errors import FormatError
 
 TOOL_NAME = "cloudant-cos-backup"
+SKIPPED_KEPT = 100
+# Longer is not a backup line (ours end at ~4 MiB, couchbackup's at 500 documents): refuse it, never hold it.
+MAX_LINE_BYTES = 256 * 1024 * 1024
 RESUME_MARKER = {"marker": "@cloudant/couchbackup:resume"}
 # As couchbackup writes it: a resumed full-mode run appends it to the line it was interrupted in.
 RESUME_LINE = json.dumps(RESUME_MARKER, separators=(",", ":")).encode()
@@ -98,7 +101,8 @@ class LineDecoder:
     def __init__(self) -> None:
         self.number = 0
         self.metadata: dict[str, Any] | None = None
-        self.skipped: list[int] = []
+        self.skipped: list[int] = []  # the first SKIPPED_KEPT numbers of the lines skipped
+        self.skipped_count = 0
 
     def decode(self, raw: bytes) -> Line | None:
         self.number += 1
@@ -131,26 +135,35 @@ class LineDecoder:
         """A broken line: skipped and counted in a file without a metadata line (as couchrestore does),
         an error in one with it. Returns None so `decode` can return its result."""
         if self.metadata is None:
-            self.skipped.append(self.number)
+            self.skipped_count += 1
+            if len(self.skipped) < SKIPPED_KEPT:  # a file of millions of broken lines stays small in memory
+                self.skipped.append(self.number)
             return None
         raise FormatError(message)
 
 
-def split_lines(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bool]]:
+def split_lines(chunks: Iterable[bytes], max_line: int = MAX_LINE_BYTES) -> Iterator[tuple[bytes, bool]]:
     """Lines of a byte stream as (line without `\\n`, ended_with_newline).
 
     Splits on `\\n` bytes only (str.splitlines would also split on U+2028 inside JSON strings). A final
     line without a newline is still yielded, flagged, so a truncated object shows as a broken last line.
+    A line longer than `max_line` is an error: an object without newlines would otherwise be held whole.
     """
     pending: list[bytes] = []
+    size = number = 0
     for chunk in chunks:
         start = 0
         while (end := chunk.find(b"\n", start)) != -1:
             pending.append(chunk[start:end])
+            number += 1
             yield b"".join(pending), True
-            pending = []
+            pending, size = [], 0
             start = end + 1
         if start < len(chunk):
             pending.append(chunk[start:])
+            size += len(chunk) - start
+            if size > max_line:
+                raise FormatError(f"line {number + 1} is longer than {max_line // (1024 * 1024)} MiB: not a backup "
+                                  "line (backups hold at most a few MiB of documents per line)")
     if pending:
         yield b"".join(pending), False

@@ -47,10 +47,30 @@ class Manifest:
 
     @classmethod
     def from_json(cls, value: Any) -> Manifest:
+        """A manifest as stored; ValueError when it is not one, or not consistent with itself (the parts are
+        what verify and restore check the object against: they must add up to the size and the sha256)."""
         if not isinstance(value, dict) or value.get("format") != FORMAT:
             raise ValueError("not a cloudant-cos-backup manifest")
         names = cls.__dataclass_fields__
-        return cls(**{name: value[name] for name in names if name in value})
+        manifest = cls(**{name: value[name] for name in names if name in value})
+        if problem := manifest._inconsistency():
+            raise ValueError(f"inconsistent manifest: {problem}")
+        return manifest
+
+    def _inconsistency(self) -> str | None:
+        for name in ("docs", "lines", "bytes"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                return f"{name} is not a count"
+        if not isinstance(self.key, str) or not isinstance(self.sha256, str) or not isinstance(self.parts, list):
+            return "key, sha256 or parts has the wrong type"
+        if not all(isinstance(p, dict) and isinstance(p.get("size"), int) and p["size"] >= 0
+                   and isinstance(p.get("sha256"), str) for p in self.parts):
+            return "a part is not {size, sha256}"
+        if sum(p["size"] for p in self.parts) != self.bytes:
+            return f"its parts add up to {sum(p['size'] for p in self.parts)} bytes, not {self.bytes}"
+        if combined_sha256([p["sha256"] for p in self.parts]) != self.sha256:
+            return "its parts' sha256s do not make its sha256"
+        return None
 
 
 class PartHasher:

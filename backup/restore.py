@@ -20,7 +20,7 @@ from backup.chain import restore_chain
 from backup.clients import make_clients
 from backup.config import Config
 from backup.errors import BackupError, CloudantError, CosError, DatabaseNotEmptyError, FormatError
-from backup.format import LineDecoder, split_lines
+from backup.format import SKIPPED_KEPT, LineDecoder, split_lines
 from backup.keys import manifest_key, parse_backup_key
 from backup.log import Log
 from backup.manifest import Manifest, PartHasher
@@ -151,7 +151,7 @@ def _apply(client: Any, s3: Any, bucket: str, key: str, manifest: Manifest | Non
                     submit()
         if decoder.number == 0:
             raise FormatError(f"restoring {cos.where(bucket, key)}: the object is empty")
-        if decoder.metadata is None and docs_seen == 0 and decoder.skipped:
+        if decoder.metadata is None and docs_seen == 0 and decoder.skipped_count:
             raise FormatError(f"restoring {cos.where(bucket, key)}: none of its {decoder.number} lines is a backup line: "
                               "this is not a backup file")
         if batch:
@@ -167,7 +167,8 @@ def _apply(client: Any, s3: Any, bucket: str, key: str, manifest: Manifest | Non
     finally:
         for future in in_flight:
             future.cancel()
-    totals["skipped_lines"] += decoder.skipped
+    totals["skipped_lines"] += decoder.skipped[: SKIPPED_KEPT - len(totals["skipped_lines"])]
+    totals["skipped_line_count"] += decoder.skipped_count
 
 
 def run_restore(config: Config, log: Log) -> dict[str, Any]:
@@ -186,7 +187,8 @@ def run_restore(config: Config, log: Log) -> dict[str, Any]:
     _prepare_target(client, db, config.create_target, config.allow_non_empty, log)
     log.info("restore_started", database=db, bucket=bucket, key=key, chain=[k for k, _ in chain])
 
-    totals: dict[str, Any] = {"docs": 0, "batches": 0, "skipped_lines": [], "attachments_dropped": 0}
+    totals: dict[str, Any] = {"docs": 0, "batches": 0, "skipped_lines": [], "skipped_line_count": 0,
+                              "attachments_dropped": 0}
     with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="restore") as pool:
         for applied, (object_key, manifest) in enumerate(chain):
             try:
@@ -204,8 +206,9 @@ def run_restore(config: Config, log: Log) -> dict[str, Any]:
     }
     if len(chain) > 1:
         result["chain"] = [k for k, _ in chain]
-    if totals["skipped_lines"]:
-        result["skipped_lines"] = totals["skipped_lines"][:100]
+    if totals["skipped_line_count"]:
+        result["skipped_lines"] = totals["skipped_lines"]  # the first SKIPPED_KEPT
+        result["skipped_line_count"] = totals["skipped_line_count"]
     if totals["attachments_dropped"]:
         result["attachments_dropped"] = totals["attachments_dropped"]
         log.warning("attachments_not_restored", database=db, docs=totals["attachments_dropped"],

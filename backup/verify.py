@@ -32,9 +32,13 @@ def run_verify(config: Config, log: Log) -> dict[str, Any]:
     except CosError:
         if not cos.exists(s3, bucket, key):
             raise CosError(f"verifying {where}: no such object") from None
+        if cos.exists(s3, bucket, manifest_key(key)):
+            raise  # there, but it could not be read (now): that error stands, it says nothing of the backup
         raise FormatError(f"verifying {where}: it has no manifest, so it was not completed by this tool") from None
-    except (ValueError, TypeError):
-        raise FormatError(f"verifying {where}: its manifest is unreadable") from None
+    except (ValueError, TypeError) as exc:
+        raise FormatError(f"verifying {where}: its manifest is unreadable: {exc}") from None
+    if manifest.key.rpartition("/")[2] != key.rpartition("/")[2]:
+        raise FormatError(f"verifying {where}: its manifest is the one of {manifest.key}, another backup")
 
     hasher = PartHasher([p["size"] for p in manifest.parts])
     decoder = LineDecoder()

@@ -184,6 +184,25 @@ def test_verify_accepts_a_good_backup_and_catches_truncation_and_corruption(couc
     assert corrupted["kind"] == "format" and "sha256 differs" in corrupted["error"]
 
 
+def test_verify_refuses_a_manifest_of_another_backup_or_one_inconsistent_with_itself(couch, db_name, bucket, s3_client,
+                                                                                   params):
+    load_docs(couch, db_name, sample_docs(filler=50))
+    first, _ = run_main(params)
+    load_docs(couch, db_name, [{"_id": "more"}])
+    second, _ = run_main(params)
+    first_manifest = s3_client.get_object(Bucket=bucket, Key=manifest_key(first["key"]))["Body"].read()
+    s3_client.put_object(Bucket=bucket, Key=manifest_key(second["key"]), Body=first_manifest)
+    swapped, _ = run_main({**params, "OPERATION": "verify", "COS_KEY": second["key"]})
+    assert swapped["kind"] == "format" and f"its manifest is the one of {first['key']}" in swapped["error"], swapped
+
+    # parts that stop short of the object would leave its end unchecked: a manifest saying so is refused
+    short = json.loads(first_manifest)
+    short["parts"], short["bytes"] = [], 0
+    s3_client.put_object(Bucket=bucket, Key=manifest_key(first["key"]), Body=json.dumps(short).encode())
+    inconsistent, _ = run_main({**params, "OPERATION": "verify", "COS_KEY": first["key"]})
+    assert inconsistent["kind"] == "format" and "inconsistent manifest" in inconsistent["error"], inconsistent
+
+
 def test_verify_rejects_an_object_that_is_not_a_backup(db_name, bucket, s3_client, params):
     key = f"{db_name}_2020-01-01T00:00:00.000000Z_backup.txt"
     s3_client.put_object(Bucket=bucket, Key=key, Body=b"hello\n")

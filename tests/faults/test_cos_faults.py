@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from ibm_botocore.exceptions import ClientError
 
+from backup.keys import manifest_key
 from devstack import Fault, FaultProxy
 from tests.faults.outcomes import (
     ABORT_UPLOAD,
@@ -231,6 +232,13 @@ def test_a_transient_fault_reading_the_object_still_verifies(module_bucket, smal
     assert result.get("ok") is True, result
     assert result["sha256"] == small_backup["sha256"] and result["docs"] == small_backup["docs"]
     assert s3_proxy.faults >= 1 and elapsed < 30
+
+
+def test_a_manifest_that_cannot_be_read_now_is_a_cos_error_not_a_missing_manifest(module_bucket, small_backup, s3_proxy,
+                                                                                   read_params):
+    s3_proxy.add_rule(get_object(module_bucket, manifest_key(small_backup["key"])), Fault.status(503, times=None))
+    result, _, _ = timed({**read_params, "OPERATION": "verify", "MAX_RETRIES": 0})
+    assert result.get("kind") == "cos" and "SlowDown" in result["error"], result  # not "was not completed"
 
 
 def test_a_persistent_fault_reading_the_object_fails_the_restore_cleanly(couch, module_bucket, small_backup, s3_client,

@@ -170,6 +170,13 @@ def test_file_without_metadata_skips_unparsable_lines() -> None:
     assert decoder.metadata is None
 
 
+def test_skipped_lines_keep_only_the_first_numbers_but_count_them_all() -> None:
+    decoder = LineDecoder()
+    for _ in range(250):
+        assert decoder.decode(b"not json") is None
+    assert decoder.skipped == list(range(1, 101)) and decoder.skipped_count == 250
+
+
 def test_file_with_metadata_records_nothing_as_skipped() -> None:
     decoder = LineDecoder()
     decoder.decode(metadata_line())
@@ -295,3 +302,12 @@ def test_raw_docs_line_is_a_json_array_line() -> None:
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert json.loads(line) == [{"_id": "a"}, {"_id": "b", "x": [1]}]
     assert line == encode([{"_id": "a"}, {"_id": "b", "x": [1]}])
+
+
+def test_a_line_longer_than_the_limit_is_refused_before_it_is_held() -> None:
+    chunks = iter([b'{"a":1}\n', b"x" * 600, b"y" * 600, b"z" * 600])
+    lines = split_lines(chunks, max_line=1000)
+    assert next(lines) == (b'{"a":1}', True)
+    with pytest.raises(FormatError, match="line 2 is longer than 0 MiB"):
+        next(lines)
+    assert list(split_lines(iter([b"x" * 1000 + b"\n"]), max_line=1000)) == [(b"x" * 1000, True)]
