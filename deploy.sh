@@ -47,7 +47,7 @@ for arg in "$@"; do
     --dry-run) dry_run=1 ;;
     --uninstall) uninstall=1 ;;
     -h | --help)
-      sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+      sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p;}' "${BASH_SOURCE[0]}"
       exit 0
       ;;
     *) die "unknown argument '$arg' (try --help)" ;;
@@ -81,6 +81,11 @@ esac
 command -v "${cli[0]}" >/dev/null 2>&1 ||
   die "${cli[0]} not found on PATH: install the $([[ $target == wsk ]] && echo 'OpenWhisk CLI (wsk)' || echo 'IBM Cloud CLI (ibmcloud) and its plugin') first"
 command -v python3 >/dev/null 2>&1 || die "python3 not found on PATH: deploy.sh uses it to read JSON"
+# The planner (scripts/deploy_plan.py and the backup code it checks opts.json with) needs Python 3.10 or newer.
+python_version=$(python3 -c 'import sys; sys.stdout.write("%d.%d" % sys.version_info[:2])' 2>/dev/null) || python_version=unknown
+if [[ ! $python_version =~ ^([0-9]+)\.([0-9]+)$ ]] || ((BASH_REMATCH[1] * 100 + BASH_REMATCH[2] < 310)); then
+  die "needs Python 3.10 or newer as python3, this is $python_version ($(command -v python3)); macOS: brew install python"
+fi
 
 whole_number() { # NAME VALUE LOW: a whole number >= LOW
   if [[ $2 =~ ^[0-9]{1,9}$ ]] && ((10#$2 >= $3)); then return 0; fi
@@ -225,9 +230,12 @@ openwhisk_deploy() {
         ;;
       *) change "${cli[@]}" trigger update "$trigger" --param cron "$cron" --param trigger_payload "$payload" ;;
     esac
-    # A rule lives in its trigger's record: a new trigger needs its rule written again.
+    # A rule lives in its trigger's record: a new trigger needs its rule written again. OpenWhisk then takes the
+    # rule's status from that record, which a new trigger does not have: the rule comes back inactive. So every
+    # written rule is enabled too (harmless on an active one).
     if ((relink)) || [[ -z ${rules[$rule]:-} ]]; then
       change "${cli[@]}" rule update "$rule" "$trigger" "$action"
+      change "${cli[@]}" rule enable "$rule"
     elif [[ ${rules[$rule]} == inactive ]]; then
       change "${cli[@]}" rule enable "$rule"
     fi

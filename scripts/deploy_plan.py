@@ -40,15 +40,21 @@ _CE_SAFE = re.compile(r"[a-z0-9-]")
 _CE_MAX = 63
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-# (name, low, high, names for values) per cron field, in order.
-_CRON_FIELDS = (
+# (name, low, high, names for values) per cron field, in order: standard (Vixie) cron, as schedule.json has it.
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_DAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+_CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("minute", 0, 59, {}),
     ("hour", 0, 23, {}),
     ("day-of-month", 1, 31, {}),
-    ("month", 1, 12, {m: i + 1 for i, m in enumerate(
-        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"))}),
-    ("day-of-week", 0, 7, {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))}),
+    ("month", 1, 12, {m.lower(): i + 1 for i, m in enumerate(_MONTHS)}),
+    ("day-of-week", 0, 7, {d.lower(): i for i, d in enumerate(_DAYS)}),  # 7 is Sunday too
 )
+_MONTH, _DOW = 3, 4
+# A schedule entry's key: one database, "*" (every database) or a comma list; the action fans out for the last two.
+ALL_DATABASES = "*"
+# The entity name of the "*" entry: no database name starts with "-", so it never collides with one.
+_ALL_SUFFIX = "-all"
 
 
 class InputError(Exception):
@@ -69,27 +75,100 @@ def _cron_value(text: str, low: int, high: int, names: dict[str, int]) -> int:
     return value
 
 
-def check_cron(expr: str) -> str:
-    """The expression with single spaces, or ValueError: 5 fields of *, N, N-M, */S, N-M/S and lists."""
+# One item of a field's list: None for * (with its step), else (first, last, step) in standard cron's numbers.
+_Item = tuple[int, int, int | None]
+
+
+def _parse_cron(expr: str) -> list[list[tuple[str, _Item | None]]]:
+    """Per field, its items as (text, parsed); ValueError naming the field on anything standard cron refuses."""
     fields = expr.split()
     if len(fields) != 5:
         raise ValueError(f"needs 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}")
+    parsed = []
     for text, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        items: list[tuple[str, _Item | None]] = []
         for item in text.split(","):
             try:
                 body, slash, step = item.partition("/")
                 if slash and (not step.isdigit() or int(step) < 1):
                     raise ValueError(f"step {step!r} must be a positive number")
                 if body == "*":
+                    items.append((item, None))
                     continue
                 first, dash, last = body.partition("-")
                 start = _cron_value(first, low, high, names)
-                if dash and start > _cron_value(last, low, high, names):
+                end = _cron_value(last, low, high, names) if dash else start
+                if start > end:
                     raise ValueError(f"range {body!r} runs backwards")
                 if slash and not dash:
                     raise ValueError(f"{item!r}: a step needs * or a range before it")
+                items.append((item, (start, end, int(step) if slash else None)))
             except ValueError as exc:
                 raise ValueError(f"{name} field {text!r}: {exc}") from None
+        parsed.append(items)
+    return parsed
+
+
+def check_cron(expr: str) -> str:
+    """The expression with single spaces, or ValueError: 5 fields of *, N, N-M, */S, N-M/S and lists."""
+    _parse_cron(expr)
+    return " ".join(expr.split())
+
+
+def _without_seven(item: _Item) -> list[_Item]:
+    """A day-of-week item without 7 (Sunday in standard cron), which node cron 1.x and Code Engine refuse."""
+    start, end, step = item
+    if end < 7:
+        return [item]
+    if start == 7:
+        return [(0, 0, None)]
+    # start..6 keeps every value but 7; Sunday joins as 0 when the step reaches 7 (and start..6 lacks it).
+    return [(start, 6, step)] + ([(0, 0, None)] if start > 0 and (7 - start) % (step or 1) == 0 else [])
+
+
+def _render(item: _Item, names: tuple[str, ...] | None = None, offset: int = 0) -> str:
+    """N, N-M or N-M/S, with names[value - offset] for each value when names are given."""
+    start, end, step = item
+    first, last = (names[start - offset], names[end - offset]) if names else (str(start), str(end))
+    if start == end:
+        return first
+    return f"{first}-{last}" + (f"/{step}" if step else "")
+
+
+def target_cron(expr: str, target: str) -> str:
+    """The checked standard-cron expression rewritten so the target's scheduler reads the same times.
+
+    wsk / ibmcloud-fn: the alarms feed (/whisk.system/alarms) parses with node `cron` 1.x, where months are 0-11
+    and days of the week 0-6: a number there means another month (1 = February) or fails (12, 7). Names mean the
+    same to both, so every month and day-of-week value becomes a name (7 -> SUN); * and */S select the same values
+    in both, and a range keeps its step (JAN-DEC/3 is Jan, Apr, Jul, Oct in both). node cron 1.x also disagrees
+    with standard cron (and across its versions) on a day-of-month and a day-of-week that are both restricted
+    (standard cron: either matches), so that is refused.
+    code-engine: cron subscriptions are Knative PingSources (robfig/cron, standard numbering), which refuse only
+    day-of-week 7: it becomes 0; everything else is passed as written.
+    """
+    parsed = _parse_cron(expr)
+    fields = expr.split()
+    if target == "code-engine":
+        fields[_DOW] = ",".join(
+            ",".join(_render(part) for part in _without_seven(item)) if item and item[1] == 7 else text
+            for text, item in parsed[_DOW]
+        )
+        return " ".join(fields)
+    if not fields[2].startswith("*") and not fields[_DOW].startswith("*"):
+        raise ValueError(
+            f"day-of-month {fields[2]!r} and day-of-week {fields[_DOW]!r} are both restricted: standard cron then runs "
+            "on the days that match either, while the OpenWhisk alarms feed (node cron 1.x) needs both to match in some "
+            "of its versions; restrict only one of them"
+        )
+    for index, names, offset in ((_MONTH, _MONTHS, 1), (_DOW, _DAYS, 0)):
+        out = []
+        for text, item in parsed[index]:
+            if item is None:
+                out.append(text)  # * and */S: the same values in both numberings
+            else:
+                out += [_render(part, names, offset) for part in (_without_seven(item) if index == _DOW else [item])]
+        fields[index] = ",".join(out)
     return " ".join(fields)
 
 
@@ -120,6 +199,29 @@ def entity_name(prefix: str, db: str, target: str) -> str:
         raise InputError(f"name prefix {prefix!r} leaves no room for database names (limit {limit})")
     slug = slug[:room].rstrip("-")
     return f"{prefix}{slug}-{digest}" if slug else f"{prefix}{digest}"
+
+
+def schedule_name(prefix: str, key: str, target: str) -> str:
+    """The trigger/rule/subscription name of a schedule entry: "*" gets PREFIX-all (PREFIX ends in "--", and no
+    database name starts with "-", so no database's name can be the same); a database or a list, entity_name."""
+    if key != ALL_DATABASES:
+        return entity_name(prefix, key, target)
+    name = prefix + _ALL_SUFFIX
+    if len(name) > (_CE_MAX if target == "code-engine" else _WSK_MAX):
+        raise InputError(f"name prefix {prefix!r} is too long")
+    return name
+
+
+def check_schedule_key(key: str) -> str | None:
+    """Why a schedule.json key cannot be a CLOUDANT_DB to back up, or None: a database, "*" or "a,b"."""
+    if key == ALL_DATABASES:
+        return None
+    if "," not in key:
+        return check_db_name(key, "database")
+    names = [name.strip() for name in key.split(",")]
+    if not all(names):
+        return f"the database list {key!r} has an empty name"
+    return next((problem for name in names if (problem := check_db_name(name, "database"))), None)
 
 
 # ---- inputs -----------------------------------------------------------------------------------------------
@@ -167,7 +269,7 @@ def load_schedule(path: str) -> list[tuple[str, str]]:
         )
     problems, plan, unscheduled = [], [], 0
     for db, cron in databases.items():
-        if problem := check_db_name(db, "database"):
+        if problem := check_schedule_key(db):
             problems.append(f"{path}: {problem}")
             continue
         if cron is None:
@@ -191,6 +293,12 @@ def check(target: str, opts_path: str, schedule_path: str, trigger_prefix: str, 
     opts = load_opts(opts_path)
     plan = load_schedule(schedule_path)
     problems = []
+    crons = []
+    for db, cron in plan:
+        try:
+            crons.append(target_cron(cron, target))
+        except ValueError as exc:
+            problems.append(f"{schedule_path}: the cron of {db!r} ({cron!r}) cannot be scheduled on {target}: {exc}")
     if target == "code-engine":
         problems += [
             f"{opts_path}: {key!r} cannot be an environment variable name (Code Engine passes parameters that way)"
@@ -208,9 +316,9 @@ def check(target: str, opts_path: str, schedule_path: str, trigger_prefix: str, 
     if problems:
         raise InputError("\n".join(problems))
     lines, seen = [], set()
-    for db, cron in plan:
-        trigger = entity_name(trigger_prefix, db, target)
-        rule = entity_name(rule_prefix, db, target) if target != "code-engine" else "-"
+    for (db, _), cron in zip(plan, crons, strict=True):
+        trigger = schedule_name(trigger_prefix, db, target)
+        rule = schedule_name(rule_prefix, db, target) if target != "code-engine" else "-"
         if trigger in seen:
             raise InputError(f"{schedule_path}: two databases map to the schedule name {trigger}")
         seen.add(trigger)

@@ -22,7 +22,18 @@ if [ -f .venv/.setup-stamp ] && [ "$(cat .venv/.setup-stamp)" = "$stamp" ] && [ 
 fi
 
 echo "setup: installing Python packages into .venv" >&2
-[ -x .venv/bin/python ] || "$python" -m venv .venv
+# A venv whose creation failed half-way (Debian/Ubuntu without python3-venv: no ensurepip) has a python but no pip,
+# and would stay broken on every rerun: make it again.
+if [ -x .venv/bin/python ] && ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  echo "setup: .venv has no working pip (a half-made venv?): creating it again" >&2
+  rm -rf .venv
+fi
+if [ ! -x .venv/bin/python ] && ! "$python" -m venv .venv; then
+  rm -rf .venv
+  echo "setup: '$python -m venv .venv' failed; on Debian/Ubuntu install the venv module first" \
+    "(sudo apt-get install python3-venv, or python3.X-venv for your version), then run this again" >&2
+  exit 1
+fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 
 echo "setup: installing Node tools into node_modules" >&2

@@ -18,8 +18,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = ROOT / "tests" / "fakes"
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(FAKES))
 
 import deploy_plan  # noqa: E402 - scripts/ is not a package
+import fake_cli  # noqa: E402 - nor is tests/fakes/
 
 # Values that must never leave opts.json: not in stdout, stderr or any recorded command line.
 SECRETS = {
@@ -140,9 +142,11 @@ def first_deploy_commands(cli: list[str], d: Deployer) -> list[list[str]]:
         [*cli, "trigger", "create", trigger("mydb1"), "--feed", FEED, "--param", "cron", "30 1 * * *",
          "--param", "trigger_payload", '{"CLOUDANT_DB":"mydb1"}'],
         [*cli, "rule", "update", rule("mydb1"), trigger("mydb1"), "cron/backup"],
+        [*cli, "rule", "enable", rule("mydb1")],
         [*cli, "trigger", "create", trigger("mydb2"), "--feed", FEED, "--param", "cron", "5 0 * * *",
          "--param", "trigger_payload", '{"CLOUDANT_DB":"mydb2"}'],
         [*cli, "rule", "update", rule("mydb2"), trigger("mydb2"), "cron/backup"],
+        [*cli, "rule", "enable", rule("mydb2")],
     ]
 
 
@@ -176,10 +180,11 @@ def test_a_changed_cron_updates_only_that_trigger(deploy: Deployer) -> None:
     deploy.write_schedule({"mydb1": "0 3 * * 1-5", "mydb2": None})
     run = ok(deploy())
     assert run.changes[2:] == [
-        ["wsk", "trigger", "update", trigger("mydb1"), "--param", "cron", "0 3 * * 1-5",
+        ["wsk", "trigger", "update", trigger("mydb1"), "--param", "cron", "0 3 * * MON-FRI",
          "--param", "trigger_payload", '{"CLOUDANT_DB":"mydb1"}'],
     ]
-    assert deploy.entities()["triggers"][trigger("mydb1")]["config"]["cron"] == "0 3 * * 1-5"
+    assert deploy.entities()["triggers"][trigger("mydb1")]["config"]["cron"] == "0 3 * * MON-FRI"
+    assert ok(deploy()).changes[2:] == []  # the translated cron reads back as unchanged
 
 
 def test_a_removed_database_loses_its_rule_then_its_trigger(deploy: Deployer) -> None:
@@ -217,7 +222,28 @@ def test_a_trigger_without_feed_is_replaced_and_its_rule_relinked(deploy: Deploy
         ["wsk", "trigger", "create", trigger("mydb1"), "--feed", FEED, "--param", "cron", "30 1 * * *",
          "--param", "trigger_payload", '{"CLOUDANT_DB":"mydb1"}'],
         ["wsk", "rule", "update", rule("mydb1"), trigger("mydb1"), "cron/backup"],
+        # The recreated trigger's record does not know the rule: `rule update` leaves it inactive.
+        ["wsk", "rule", "enable", rule("mydb1")],
     ]
+    assert deploy.entities()["rules"][rule("mydb1")]["status"] == "active"
+    assert ok(deploy()).changes[2:] == []
+
+
+@pytest.mark.parametrize(("target", "cli"), [("wsk", ["wsk"]), ("ibmcloud-fn", ["ibmcloud", "fn"])])
+def test_a_missing_trigger_is_created_and_its_rule_ends_active(deploy: Deployer, target: str, cli: list[str]) -> None:
+    ok(deploy(target))
+    # Someone deleted the trigger (its rule stays, inactive: OpenWhisk finds no trigger record for it).
+    subprocess.run([str(FAKES / cli[0]), *cli[1:], "trigger", "delete", trigger("mydb2")], env=deploy.env(target),
+                   check=True, capture_output=True)
+    assert deploy.entities()["rules"][rule("mydb2")]["status"] == "inactive"
+    run = ok(deploy(target))
+    assert run.changes[2:] == [
+        [*cli, "trigger", "create", trigger("mydb2"), "--feed", FEED, "--param", "cron", "5 0 * * *",
+         "--param", "trigger_payload", '{"CLOUDANT_DB":"mydb2"}'],
+        [*cli, "rule", "update", rule("mydb2"), trigger("mydb2"), "cron/backup"],
+        [*cli, "rule", "enable", rule("mydb2")],
+    ]
+    assert {r["status"] for r in deploy.entities()["rules"].values()} == {"active"}
 
 
 def test_a_disabled_rule_is_enabled_again(deploy: Deployer) -> None:
@@ -246,6 +272,48 @@ def test_dry_run_prints_the_commands_and_changes_nothing(deploy: Deployer) -> No
         f"wsk rule delete --disable {rule('mydb2')}",
         f"wsk trigger delete {trigger('mydb2')}",
     ]
+
+
+def test_crons_are_translated_for_the_alarms_feed(deploy: Deployer) -> None:
+    # node cron 1.x (the alarms feed) numbers months 0-11 and days 0-6: 12 and 7 fail, 1,4,7,10 are other months.
+    schedule = {"sundays": "0 3 * * 7", "december": "0 2 1 12 *", "quarterly": "0 2 1 1,4,7,10 *",
+                "weekend": "0 4 * * 5-7", "odd-months": "0 5 1 1-12/2 *", "every-3rd": "0 6 * */3 *"}
+    deploy.write_schedule(schedule)
+    ok(deploy())
+    crons = {t["config"]["payload"]["CLOUDANT_DB"]: t["config"]["cron"] for t in deploy.entities()["triggers"].values()}
+    assert crons == {"sundays": "0 3 * * SUN", "december": "0 2 1 DEC *", "quarterly": "0 2 1 JAN,APR,JUL,OCT *",
+                     "weekend": "0 4 * * FRI-SAT,SUN", "odd-months": "0 5 1 JAN-DEC/2 *", "every-3rd": "0 6 * */3 *"}
+    # What the feed's parser makes of them: the same months (0 = January) and days (0 = Sunday) as standard cron.
+    fires = {db: fake_cli.node_cron_1x(cron) for db, cron in crons.items()}
+    assert fires["sundays"][5] == {0}
+    assert fires["december"][4] == {11}
+    assert fires["quarterly"][4] == {0, 3, 6, 9}
+    assert fires["weekend"][5] == {5, 6, 0}
+    assert fires["odd-months"][4] == {0, 2, 4, 6, 8, 10}
+    assert fires["every-3rd"][4] == {0, 3, 6, 9}
+    for refused in ("0 3 * * 7", "0 2 1 12 *"):  # the fake feed refuses what node cron 1.x refuses
+        with pytest.raises(ValueError, match="out of range"):
+            fake_cli.node_cron_1x(refused)
+    assert ok(deploy()).changes[2:] == []  # and reads back as unchanged
+
+
+def test_code_engine_gets_day_of_week_7_as_0(deploy: Deployer) -> None:
+    # robfig/cron (Knative PingSource) knows days 0-6 only; months 1-12 are standard there.
+    deploy.write_schedule({"sundays": "0 3 * * 7", "december": "0 2 1 12 *", "weekend": "0 4 * * 5-7"})
+    ok(deploy("code-engine"))
+    subs = deploy.entities()["ce"]["subscriptions"]
+    assert {json.loads(s["data"])["CLOUDANT_DB"]: s["schedule"] for s in subs.values()} == {
+        "sundays": "0 3 * * 0", "december": "0 2 1 12 *", "weekend": "0 4 * * 5-6,0"}
+    with pytest.raises(ValueError, match="above maximum"):
+        fake_cli.robfig_standard("0 3 * * 7")
+
+
+def test_a_cron_restricting_both_day_fields_is_refused_for_openwhisk(deploy: Deployer) -> None:
+    deploy.write_schedule({"mydb1": "30 1 * * *", "mydb2": "0 2 1 * MON"})
+    run = deploy("wsk")
+    assert run.code == 2 and run.calls == []
+    assert "the cron of 'mydb2' ('0 2 1 * MON') cannot be scheduled on wsk: day-of-month '1' and day-of-week 'MON'" in run.stderr
+    ok(deploy("code-engine"))  # standard cron there: the 1st and every Monday
 
 
 def test_dry_run_without_a_prebuilt_zip_shows_the_build(deploy: Deployer) -> None:
@@ -297,6 +365,47 @@ def test_names_are_valid_for_any_database_name(deploy: Deployer) -> None:
     assert payloads == set(odd)
     assert {json.loads(s["data"])["CLOUDANT_DB"] for s in state["ce"]["subscriptions"].values()} == set(odd)
     assert ok(deploy()).changes[2:] == []  # names are stable
+
+
+@pytest.mark.parametrize("target", ["wsk", "code-engine"])
+def test_every_database_and_database_lists_are_schedule_keys(deploy: Deployer, target: str) -> None:
+    deploy.write_schedule({"*": "0 4 * * *", "mydb1,mydb2": None})
+    ok(deploy(target))
+    state = deploy.entities()
+    if target == "code-engine":
+        scheduled = {name: json.loads(s["data"]) for name, s in state["ce"]["subscriptions"].items()}
+        assert scheduled["cloudant-backup---all"] == {"CLOUDANT_DB": "*"}
+    else:
+        scheduled = {name: t["config"]["payload"] for name, t in state["triggers"].items()}
+        assert scheduled["cron-backup-trigger---all"] == {"CLOUDANT_DB": "*"}
+        assert state["rules"]["cron-backup-rule---all"]["status"] == "active"
+    assert sorted(p["CLOUDANT_DB"] for p in scheduled.values()) == ["*", "mydb1,mydb2"]
+    assert ok(deploy(target)).changes[2:] == []  # package + action, or secret + job, are always updated
+    deploy.write_schedule({"mydb1": None})  # the "*" schedule is pruned like any other
+    ok(deploy(target))
+    state = deploy.entities()
+    names = state["ce"]["subscriptions"] if target == "code-engine" else state["triggers"]
+    assert len(names) == 1
+
+
+@pytest.mark.parametrize(("key", "message"), [("mydb1,,mydb2", "has an empty name"), ("mydb1,*", "'*' is not a valid"),
+                                              ("mydb1,My", "'My' is not a valid")])
+def test_bad_database_lists_fail_before_any_command(deploy: Deployer, key: str, message: str) -> None:
+    deploy.write_schedule({key: None})
+    run = deploy("wsk")
+    assert run.code == 2 and message in run.stderr and run.calls == []
+
+
+def test_a_python_older_than_3_10_is_refused_clearly(deploy: Deployer) -> None:
+    # macOS's stock python3 is 3.9: the planner would die with a TypeError traceback.
+    bin_dir = deploy.tmp / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text('#!/bin/sh\n# a stand-in for Python 3.9\nprintf 3.9\n')
+    (bin_dir / "python3").chmod(0o755)
+    run = deploy("wsk", path=f"{bin_dir}:{FAKES}:/usr/bin:/bin")
+    assert run.code == 2
+    assert f"deploy: needs Python 3.10 or newer as python3, this is 3.9 ({bin_dir}/python3)" in run.stderr
+    assert "Traceback" not in run.stderr and run.calls == []
 
 
 def test_a_failing_list_stops_before_any_change(deploy: Deployer) -> None:
@@ -464,6 +573,32 @@ def test_bad_setup_fails_before_any_command(deploy: Deployer, setup: str, extra:
 @pytest.mark.parametrize("cron", ["5 0 * * *", "*/15 * * * *", "0 2 1-7 * mon", "0 0,12 * JAN-MAR 1-5", "0 3 * * 7", " 5  0 * * * "])
 def test_valid_crons(cron: str) -> None:
     assert deploy_plan.check_cron(cron) == " ".join(cron.split())
+
+
+def standard_cron_values(field: str, low: int, high: int, names: tuple[str, ...], offset: int) -> set[int]:
+    """What standard (Vixie) cron selects with one field, counted as node cron counts (month - 1; day 7 is 0)."""
+    def number(text: str) -> int:
+        return names.index(text.lower()) + offset if text.lower() in names else int(text)
+
+    values: set[int] = set()
+    for item in field.split(","):
+        body, _, step = item.partition("/")
+        first, _, last = body.partition("-")
+        start, end = (low, high) if body == "*" else (number(first), number(last or first))
+        values.update(v - offset for v in range(start, end + 1, int(step or 1)))
+    return {v % 7 for v in values} if offset == 0 else values
+
+
+@pytest.mark.parametrize("cron", ["0 0 * * 7", "0 0 1 12 *", "0 0 1 1,4,7,10 *", "0 0 * * 5-7", "0 0 * * 1-7/2", "0 0 * * 3-7/2",
+                                  "0 0 * * 0-7", "0 0 * * 0-7/7", "0 0 * * 6-7", "0 0 * * */2", "0 0 * * */3", "0 0 * */2 *",
+                                  "0 0 1 1-12/3 *", "0 0 1 2-11/4 *", "0 0 * JAN-MAR 1-5", "0 0 * Dec sun,7", "0 0 1 2,12 *"])
+def test_alarm_crons_select_what_standard_cron_does(cron: str) -> None:
+    translated = deploy_plan.target_cron(cron, "wsk")
+    fields = fake_cli.node_cron_1x(translated)  # raises where the alarms feed would refuse it
+    _, _, _, month, dow = cron.split()
+    assert fields[4] == standard_cron_values(month, 1, 12, fake_cli.MONTHS, 1), translated
+    assert fields[5] == standard_cron_values(dow, 0, 7, fake_cli.DAYS, 0), translated
+    assert translated.split()[:3] == cron.split()[:3]
 
 
 def test_staggered_times_are_five_minutes_apart_from_0005() -> None:

@@ -7,6 +7,13 @@ depends on it: `get` of a missing entity fails, `trigger update` of a missing tr
 that never fires (as the real wsk does), feed triggers answer `trigger get` with the alarms feed's config,
 `list` prints the real tables, names are validated, unknown flags are refused, and `action get` /
 `secret get` print parameter values (so a test can see that deploy.sh never passes them on).
+
+Rules: OpenWhisk keeps a rule's status in its trigger's record (Rules.scala getStatus: INACTIVE when the
+trigger is missing or does not know the rule), and `rule update` of an existing rule writes the status it
+read there. So a deleted trigger's rules turn inactive, a new trigger knows no rule, and a rule updated
+onto a recreated trigger stays inactive until `rule enable` (which needs the trigger to exist).
+Crons: the alarms feed parses with node `cron` 1.x (months 0-11, days of the week 0-6; it refuses 12 and 7
+there), a Code Engine cron subscription with robfig/cron (Knative PingSource: standard numbers, no 7).
 $FAKE_CLI_FAIL: fail every call whose command line contains this text.
 """
 
@@ -117,6 +124,109 @@ def out(text: str) -> None:
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
+# ---- the schedulers' cron parsers --------------------------------------------------------------------------
+
+MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_NODE_CRON_ALIASES = {name: i for i, name in enumerate(MONTHS)} | {name: i for i, name in enumerate(DAYS)}
+_NODE_CRON_BOUNDS = ((0, 59), (0, 59), (0, 23), (1, 31), (0, 11), (0, 6))
+
+
+def node_cron_1x(source: str) -> list[set[int]]:
+    """What node `cron` 1.x (1.8, CronTime._parse/_parseField) makes of an expression: the values of second,
+    minute, hour, day of month, month (0-11) and day of week (0-6). ValueError where it throws."""
+    def alias(match: re.Match[str]) -> str:
+        name = match.group(0).lower()
+        if name not in _NODE_CRON_ALIASES:
+            raise ValueError(f"Unknown alias: {name}")
+        return str(_NODE_CRON_ALIASES[name])
+
+    tokens = re.sub(r"[a-z]{1,3}", alias, source.strip(), flags=re.IGNORECASE).split()
+    if len(tokens) < 5:
+        raise ValueError("Too few fields")
+    if len(tokens) > 6:
+        raise ValueError("Too many fields")
+    tokens = ["0"] * (6 - len(tokens)) + tokens
+    fields = []
+    for token, (low, high) in zip(tokens, _NODE_CRON_BOUNDS, strict=True):
+        if any(part.find("*") > 0 for part in token.split(",")):
+            raise ValueError(f"Field ({token}) has an invalid wildcard expression")
+        values: set[int] = set()
+        for part in token.replace("*", f"{low}-{high}").split(","):
+            match = re.fullmatch(r"(\d+)(?:-(\d+))?(?:/(\d+))?", part)
+            if not match:
+                raise ValueError(f"Field ({token}) cannot be parsed")
+            lower, upper = int(match[1]), int(match[2] or 0) or None  # parseInt(upper) || undefined: "-0" is lost
+            if match[3] == "0":
+                raise ValueError(f"Field ({token}) has a step of zero")
+            step = int(match[3] or 0) or 1
+            if upper is not None and lower > upper:
+                raise ValueError(f"Field ({token}) has an invalid range")
+            if lower < low or (upper or lower) > high:
+                raise ValueError(f"Field ({token}) value is out of range")
+            if upper is None:
+                upper = high if match[3] else lower
+            values.update(range(lower, upper + 1, step))
+        fields.append(values)
+    return fields
+
+
+_ROBFIG_BOUNDS: tuple[tuple[int, int, dict[str, int]], ...] = (
+    (0, 59, {}), (0, 23, {}), (1, 31, {}),
+    (1, 12, {name: i + 1 for i, name in enumerate(MONTHS)}),
+    (0, 6, {name: i for i, name in enumerate(DAYS)}),
+)
+
+
+def robfig_standard(spec: str) -> None:
+    """robfig/cron v3 ParseStandard (what a Knative PingSource validates its schedule with): ValueError if refused."""
+    fields = spec.split()
+    if len(fields) != 5:
+        raise ValueError(f"expected exactly 5 fields, found {len(fields)}: {spec}")
+    for field, (low, high, names) in zip(fields, _ROBFIG_BOUNDS, strict=True):
+        for expr in field.split(","):
+            range_and_step = expr.split("/")
+            low_high = range_and_step[0].split("-")
+
+            def number(text: str, expr: str = expr, names: dict[str, int] = names) -> int:
+                if text.lower() in names:
+                    return names[text.lower()]
+                if not text.isdigit():
+                    raise ValueError(f"failed to parse int from {text}: {expr}")
+                return int(text)
+
+            if low_high[0] in ("*", "?"):
+                start, end = low, high
+            elif len(low_high) > 2:
+                raise ValueError(f"too many hyphens: {expr}")
+            else:
+                start = number(low_high[0])
+                end = number(low_high[1]) if len(low_high) == 2 else start
+            if len(range_and_step) > 2:
+                raise ValueError(f"too many slashes: {expr}")
+            if len(range_and_step) == 2:
+                if number(range_and_step[1]) == 0:
+                    raise ValueError(f"step of range should be a positive number: {expr}")
+                if len(low_high) == 1 and low_high[0] not in ("*", "?"):
+                    end = high
+            if start < low:
+                raise ValueError(f"beginning of range ({start}) below minimum ({low}): {expr}")
+            if end > high:
+                raise ValueError(f"end of range ({end}) above maximum ({high}): {expr}")
+            if start > end:
+                raise ValueError(f"beginning of range ({start}) beyond end of range ({end}): {expr}")
+
+
+def alarm_cron(name: str, cron: Any) -> str:
+    """The alarms feed's check of its cron parameter (alarmWebAction.js: new CronJob(params.cron))."""
+    try:
+        node_cron_1x(str(cron))
+    except ValueError as exc:
+        raise Failure(f"error: Unable to configure feed of trigger '{name}': cron pattern '{cron}' is not valid ({exc})"
+                      " (code 400)", 1) from None
+    return str(cron)
+
+
 # ---- wsk / ibmcloud fn ------------------------------------------------------------------------------------
 
 def wsk(state: dict[str, Any], args: list[str]) -> None:
@@ -207,6 +317,13 @@ def wsk_action(state: dict[str, Any], verb: str, args: list[str]) -> None:
         raise Failure(f"unknown verb action {verb}", 2)
 
 
+def forget_rules(state: dict[str, Any], trigger: str) -> None:
+    """A trigger record deleted or created anew knows no rule: the rules on it read as inactive."""
+    for rule in state["rules"].values():
+        if rule["trigger"] == trigger:
+            rule["status"] = "inactive"
+
+
 def wsk_trigger(state: dict[str, Any], verb: str, args: list[str]) -> None:
     triggers = state["triggers"]
     if verb == "list":
@@ -227,7 +344,9 @@ def wsk_trigger(state: dict[str, Any], verb: str, args: list[str]) -> None:
                 raise Failure(f"error: feed {feed} does not exist", NOT_FOUND)
             if "cron" not in params:
                 raise Failure("error: alarms trigger feed is missing the cron parameter", 1)
-            triggers[name] = {"feed": feed, "config": {"cron": params["cron"], "payload": params.get("trigger_payload", {})}}
+            cron = alarm_cron(name, params["cron"])
+            triggers[name] = {"feed": feed, "config": {"cron": cron, "payload": params.get("trigger_payload", {})}}
+        forget_rules(state, name)
         out(f"ok: created trigger {name}")
     elif verb == "update":
         if "--feed" in options:
@@ -235,9 +354,10 @@ def wsk_trigger(state: dict[str, Any], verb: str, args: list[str]) -> None:
         trigger = triggers.get(name)
         if trigger is None:  # the real wsk silently creates a trigger without a feed: it never fires
             triggers[name] = {"feed": None, "params": params}
+            forget_rules(state, name)
         elif trigger["feed"]:
             if "cron" in params:
-                trigger["config"]["cron"] = params["cron"]
+                trigger["config"]["cron"] = alarm_cron(name, params["cron"])
             if "trigger_payload" in params:
                 trigger["config"]["payload"] = params["trigger_payload"]
         else:
@@ -262,6 +382,7 @@ def wsk_trigger(state: dict[str, Any], verb: str, args: list[str]) -> None:
         if name not in triggers:
             raise missing("trigger", name)
         del triggers[name]
+        forget_rules(state, name)
         out(f"ok: deleted trigger {name}")
     else:
         raise Failure(f"unknown verb trigger {verb}", 2)
@@ -282,7 +403,8 @@ def wsk_rule(state: dict[str, Any], verb: str, args: list[str]) -> None:
             raise Failure(f"error: Unable to update rule '{name}': trigger {trigger} does not exist", NOT_FOUND)
         if action not in state["actions"]:
             raise Failure(f"error: Unable to update rule '{name}': action {action} does not exist", NOT_FOUND)
-        status = rules.get(name, {}).get("status", "active")
+        # A new rule is linked ACTIVE; an existing one keeps the status its (old) trigger's record has for it.
+        status = rules[name]["status"] if name in rules else "active"
         rules[name] = {"trigger": trigger, "action": action, "status": status}
         out(f"ok: updated rule {name}")
         return
@@ -293,6 +415,12 @@ def wsk_rule(state: dict[str, Any], verb: str, args: list[str]) -> None:
     if verb == "get":
         out(f"ok: got rule {name}\n" + json.dumps({"name": name, **rules[name]}, indent=4))
     elif verb in ("enable", "disable"):
+        if rules[name]["trigger"] not in state["triggers"]:
+            if verb == "disable":  # already inactive: OpenWhisk ignores the request
+                out(f"ok: {verb}d rule {name}")
+                return
+            raise Failure(f"error: Unable to enable rule '{name}': Only rules with existing triggers can be activated",
+                          NOT_FOUND)
         rules[name]["status"] = "active" if verb == "enable" else "inactive"
         out(f"ok: {verb}d rule {name}")
     elif verb == "delete":
@@ -446,6 +574,11 @@ def ce_subscription(ce_state: dict[str, Any], verb: str, args: list[str]) -> Non
                 sub[key] = options[flag]
         if sub.get("destination") not in ce_state["jobs"]:
             raise Failure(f"FAILED\njob '{sub.get('destination')}' does not exist", 1)
+        if "schedule" in sub:
+            try:
+                robfig_standard(sub["schedule"])
+            except ValueError as exc:
+                raise Failure(f"FAILED\nThe schedule '{sub['schedule']}' is invalid: {exc}", 1) from None
         if "data" in sub and len(sub["data"].encode()) > 4096:
             raise Failure("FAILED\n--data is limited to 4096 bytes", 2)
         subs[name] = sub
