@@ -195,7 +195,7 @@ class MultipartUpload:
         self.docs += docs
         self.lines += lines
         self.mark = mark
-        if len(self._buffer) >= part_size(self._next_number, self.base):
+        if len(self._buffer) >= part_size(min(self._next_number, MAX_PARTS), self.base):  # _flush says when too many
             self._flush()
 
     def _flush(self, last: bool = False) -> None:

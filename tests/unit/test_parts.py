@@ -68,3 +68,15 @@ def test_capacity_from_the_smallest_allowed_base_exceeds_1_tb() -> None:
 
 def test_capacity_equals_the_sum_of_the_parts() -> None:
     assert capacity(100 * MIB) == sum(part_size(n, 100 * MIB) for n in range(1, MAX_PARTS + 1))
+
+
+def test_an_upload_past_the_last_part_number_is_a_clear_cos_error() -> None:
+    """Not a ValueError from the part plan (kind "internal"): the error says what to change."""
+    from backup.cos import MultipartUpload
+    from backup.errors import CosError
+    from backup.log import Log
+
+    upload = MultipartUpload(None, "bucket", "key", 5 * MIB, Log(quiet=True), upload_id="resumed", next_part=MAX_PARTS + 1)
+    upload.write(b"[]\n")  # no request is made before a part is due
+    with pytest.raises(CosError, match="more than 10000 parts needed; raise PART_SIZE_MB"):
+        upload.complete()
