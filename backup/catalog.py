@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,9 @@ from backup import cos
 from backup.errors import CosError
 from backup.keys import BackupKey, manifest_key, parse_backup_key
 from backup.manifest import Manifest
+
+# Manifests are read a few at a time: one GET each, and a bucket may hold thousands of backups.
+MANIFEST_READS = 8
 
 
 @dataclass(frozen=True)
@@ -30,22 +34,29 @@ def find_backups(s3: Any, bucket: str, prefix: str, db: str | None = None) -> li
         objects[obj["Key"]] = obj["Size"]
         if obj["Key"].endswith(".manifest.json"):
             manifests.add(obj["Key"])
-    entries = []
-    for key, size in objects.items():
-        name = parse_backup_key(key, prefix)
-        if name is None or (db is not None and name.db != db):
-            continue
-        manifest, error = None, None
-        if manifest_key(key) in manifests:
-            try:
-                manifest = dataclasses.replace(Manifest.from_json(cos.get_json(s3, bucket, manifest_key(key))), parts=[])
-            except CosError as exc:
-                error = str(exc)
-            except (ValueError, TypeError) as exc:
-                error = f"{cos.where(bucket, manifest_key(key))} is not a readable manifest: {exc}"
-        entries.append(Entry(name, size, manifest, error))
+    found = [(name, size) for key, size in objects.items()
+             if (name := parse_backup_key(key, prefix)) is not None and (db is None or name.db == db)]
+
+    def entry(item: tuple[BackupKey, int]) -> Entry:
+        name, size = item
+        if manifest_key(name.key) not in manifests:
+            return Entry(name, size, None)
+        return Entry(name, size, *_read_manifest(s3, bucket, manifest_key(name.key)))
+
+    with ThreadPoolExecutor(max_workers=MANIFEST_READS, thread_name_prefix="manifest") as pool:
+        entries = list(pool.map(entry, found))
     entries.sort(key=lambda e: e.name.time, reverse=True)
     return entries
+
+
+def _read_manifest(s3: Any, bucket: str, key: str) -> tuple[Manifest | None, str | None]:
+    """(the manifest without its parts, None) or (None, why it could not be read)."""
+    try:
+        return dataclasses.replace(Manifest.from_json(cos.get_json(s3, bucket, key)), parts=[]), None
+    except CosError as exc:
+        return None, str(exc)
+    except (ValueError, TypeError) as exc:
+        return None, f"{cos.where(bucket, key)} is not a readable manifest: {exc}"
 
 
 def latest_key(s3: Any, bucket: str, prefix: str, db: str) -> str:
