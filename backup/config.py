@@ -55,6 +55,8 @@ TUNABLES = (
     Tunable("MAX_HOPS", 50, 0, 10_000, "CONTINUE_ASYNC: at most this many self re-invocations for one backup"),
     Tunable("KEEP_LAST", 0, 0, 100_000, "after a backup, keep only the newest N backups of the database (0: keep all)"),
     Tunable("KEEP_DAYS", 0, 0, 100_000, "after a backup, delete backups older than N days (0: keep all)"),
+    Tunable("LIST_LIMIT", 1000, 1, 1_000_000, "list: at most N backups in the result, newest first (an action's result "
+            "must stay under 1 MB)"),
 )
 BACKUP_MODES = ("full", "incremental")
 # Parameters that carry no secret: the only ones passed on when the action invokes itself (continuing a

@@ -14,6 +14,7 @@ from backup.log import Log
 def run_list(config: Config, log: Log) -> dict[str, Any]:
     s3 = cos.make_client(config.cos, config.tune("REQUEST_TIMEOUT"), config.tune("MAX_RETRIES"))
     entries = find_backups(s3, config.cos.bucket, config.cos.prefix, config.db)
+    limit = config.tune("LIST_LIMIT")
     backups = [
         {
             "key": e.name.key, "database": e.name.db, "time": format_time(e.name.time), "bytes": e.size,
@@ -21,6 +22,9 @@ def run_list(config: Config, log: Log) -> dict[str, Any]:
             "kind": e.manifest.kind if e.manifest else None, "base": e.manifest.base if e.manifest else None,
             **({"manifest_error": e.manifest_error} if e.manifest_error else {}),
         }
-        for e in entries
+        for e in entries[:limit]
     ]
-    return {"ok": True, "operation": "list", "bucket": config.cos.bucket, "count": len(backups), "backups": backups}
+    result = {"ok": True, "operation": "list", "bucket": config.cos.bucket, "count": len(entries), "backups": backups}
+    if len(entries) > limit:
+        result["truncated"] = True  # an action's result must stay under 1 MB: --db or LIST_LIMIT to see more
+    return result

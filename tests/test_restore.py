@@ -226,7 +226,10 @@ def test_list_shows_backups_newest_first_with_doc_counts(couch, db_name, params)
     assert [b["docs"] for b in listed["backups"]] == [8, 7]
     assert all(b["complete"] and b["bytes"] > 0 and b["time"] for b in listed["backups"])
     everything, _ = run_main({**params, "OPERATION": "list", "CLOUDANT_DB": None})
-    assert everything["count"] == 3
+    assert everything["count"] == 3 and "truncated" not in everything
+    newest, _ = run_main({**params, "OPERATION": "list", "CLOUDANT_DB": None, "LIST_LIMIT": 2})
+    assert newest["count"] == 3 and newest["truncated"] is True and len(newest["backups"]) == 2
+    assert newest["backups"] == everything["backups"][:2]
 
 
 def test_latest_never_falls_back_past_a_newest_backup_whose_manifest_cannot_be_read(couch, db_name, bucket, s3_client,
