@@ -23,7 +23,9 @@ class Entry:
     manifest: Manifest | None  # None: no manifest (another tool's object, or a backup being written); its
     # `parts` list is left out (thousands of entries per backup, and a bucket holds many backups): read the
     # manifest again where the parts matter (restore, verify)
-    manifest_error: str | None = None  # the manifest exists but could not be read (this time)
+    manifest_error: str | None = None  # the manifest exists but could not be read (this time): never guess then
+    manifest_invalid: str | None = None  # it was read but is not one this version can use (an early format):
+    # the backup counts as incomplete, as one without a manifest
 
 
 def find_backups(s3: Any, bucket: str, prefix: str, db: str | None = None) -> list[Entry]:
@@ -49,14 +51,15 @@ def find_backups(s3: Any, bucket: str, prefix: str, db: str | None = None) -> li
     return entries
 
 
-def _read_manifest(s3: Any, bucket: str, key: str) -> tuple[Manifest | None, str | None]:
-    """(the manifest without its parts, None) or (None, why it could not be read)."""
+def _read_manifest(s3: Any, bucket: str, key: str) -> tuple[Manifest | None, str | None, str | None]:
+    """(manifest without its parts, None, None), (None, why it could not be read, None) or (None, None, why it
+    cannot be used)."""
     try:
-        return dataclasses.replace(Manifest.from_json(cos.get_json(s3, bucket, key)), parts=[]), None
+        return dataclasses.replace(Manifest.from_json(cos.get_json(s3, bucket, key)), parts=[]), None, None
     except CosError as exc:
-        return None, str(exc)
+        return None, str(exc), None
     except (ValueError, TypeError) as exc:
-        return None, f"{cos.where(bucket, key)} is not a readable manifest: {exc}"
+        return None, None, f"{cos.where(bucket, key)} is not a manifest this version can use: {exc}"
 
 
 def latest_key(s3: Any, bucket: str, prefix: str, db: str) -> str:

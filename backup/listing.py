@@ -21,6 +21,7 @@ def run_list(config: Config, log: Log) -> dict[str, Any]:
             "docs": e.manifest.docs if e.manifest else None, "complete": e.manifest is not None,
             "kind": e.manifest.kind if e.manifest else None, "base": e.manifest.base if e.manifest else None,
             **({"manifest_error": e.manifest_error} if e.manifest_error else {}),
+            **({"manifest_invalid": e.manifest_invalid} if e.manifest_invalid else {}),
         }
         for e in entries[:limit]
     ]

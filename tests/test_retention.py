@@ -191,3 +191,22 @@ def test_an_unreadable_manifest_in_the_chain_stops_retention_instead_of_deleting
     alone, _ = run_main({**params, "OPERATION": "restore", "COS_KEY": chain[1], "CLOUDANT_DB": f"{db_name}-r3",
                          "CREATE_TARGET": True})
     assert alone.get("kind") == "format" and "incremental backup whose manifest is missing" in alone["error"], alone
+
+
+def test_a_manifest_of_an_early_format_counts_as_no_manifest_and_does_not_stop_retention(db_name, bucket, s3_client,
+                                                                                           params):
+    """The first versions wrote manifests without parts: such a backup is kept (incomplete for this version),
+    and retention goes on with the others (an unreadable manifest would stop it)."""
+    first = _backup(params)
+    early = backup_key("", db_name, datetime.now(UTC) - timedelta(days=300))
+    s3_client.put_object(Bucket=bucket, Key=early, Body=s3_client.get_object(Bucket=bucket, Key=first["key"])["Body"].read())
+    early_manifest = {"format": "cloudant-cos-backup/manifest/1", "key": early, "database": db_name, "docs": 1,
+                      "lines": 2, "bytes": 10, "sha256": "0" * 64, "started": "s", "finished": "f", "update_seq": 1}
+    s3_client.put_object(Bucket=bucket, Key=manifest_key(early), Body=json.dumps(early_manifest).encode())
+    log = CapturedLog()
+    newest, _ = run_main({**params, "KEEP_LAST": 1}, log)
+    assert newest["deleted_old_backups"] == [first["key"]] and not log.events("retention_skipped"), newest
+    assert _of(s3_client, bucket, db_name) == sorted([*_with_manifests(newest["key"]), early, manifest_key(early)])
+    listed, _ = run_main({**params, "OPERATION": "list"})
+    entry = next(b for b in listed["backups"] if b["key"] == early)
+    assert entry["complete"] is False and "not a manifest this version can use" in entry["manifest_invalid"]
