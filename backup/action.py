@@ -13,7 +13,7 @@ from backup.config import Config, load_config
 from backup.errors import BackupError
 from backup.log import Log
 from backup.memory import return_large_buffers
-from backup.redaction import redact, redact_all
+from backup.redaction import IDENTIFIERS, redact, redact_all
 
 
 def _operations() -> dict[str, Callable[[Config, Log], dict[str, Any]]]:
@@ -35,7 +35,7 @@ def run(args: Mapping[str, Any], log: Log) -> dict[str, Any]:
 def main(args: Mapping[str, Any], log: Log | None = None) -> dict[str, Any]:
     log = log or Log()
     try:
-        return redact_all(run(args, log))  # a result holds error texts too (a fan-out's failed databases)
+        return redact_all(run(args, log), IDENTIFIERS)  # a result holds error texts too (a fan-out's failures)
     except BackupError as exc:
         message = redact(str(exc))
         log.error("failed", kind=exc.kind, error=message)

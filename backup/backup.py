@@ -343,14 +343,11 @@ def _finish(config: Config, s3: Any, store: CheckpointStore | None, cp: Checkpoi
     if manifest.invocations == 1:
         result["docs_per_second"] = round(manifest.docs / seconds, 1) if seconds else None
     try:
-        deleted = apply_retention(config, s3, log)
+        result.update(apply_retention(config, s3, log))
     except BackupError as exc:
         # The backup is complete and verified by its manifest: retention failing must not fail it (a retry
         # would make a second backup); the next run's retention catches up.
         log.warning("retention_failed", database=cp.database, error=str(exc))
         result["retention_error"] = str(exc)
-    else:
-        if deleted is not None:
-            result["deleted_old_backups"] = deleted
     log.info("backup_finished", **result)
     return result

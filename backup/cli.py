@@ -18,7 +18,7 @@ from typing import Any
 from backup.action import run
 from backup.errors import BackupError, ConfigError
 from backup.log import Log
-from backup.redaction import redact, redact_all
+from backup.redaction import IDENTIFIERS, redact, redact_all
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     log = Log(stream=sys.stderr, quiet=ns.quiet)
     try:
-        result = redact_all(run(build_args(ns, dict(os.environ)), log))
+        result = redact_all(run(build_args(ns, dict(os.environ)), log), IDENTIFIERS)
         code = 1 if "error" in result else 0  # e.g. some databases of a fan-out failed
     except BackupError as exc:
         result, code = {"error": redact(str(exc)), "kind": exc.kind}, exc.exit_code

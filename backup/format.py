@@ -19,8 +19,9 @@ from backup.errors import FormatError
 
 TOOL_NAME = "cloudant-cos-backup"
 SKIPPED_KEPT = 100
-# Longer is not a backup line (ours end at ~4 MiB, couchbackup's at 500 documents): refuse it, never hold it.
-MAX_LINE_BYTES = 256 * 1024 * 1024
+# Longer is not a backup line (ours end at ~4 MiB; couchbackup's at 500 documents, of at most 1 MB on Cloudant):
+# refuse it, never hold it.
+MAX_LINE_BYTES = 512 * 1024 * 1024
 RESUME_MARKER = {"marker": "@cloudant/couchbackup:resume"}
 # As couchbackup writes it: a resumed full-mode run appends it to the line it was interrupted in.
 RESUME_LINE = json.dumps(RESUME_MARKER, separators=(",", ":")).encode()

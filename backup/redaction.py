@@ -88,13 +88,19 @@ def redact(text: str) -> str:
     return text
 
 
-def redact_all(value: Any) -> Any:
+# Fields of a result that name objects (built from the prefix, database names and times, never from a secret):
+# kept as they are, so that a short password that happens to occur in a key cannot break the key a script reuses.
+IDENTIFIERS = frozenset({"key", "base", "chain", "bucket", "database", "deleted_old_backups", "retention_skipped"})
+
+
+def redact_all(value: Any, keep: frozenset[str] = frozenset()) -> Any:
     """`redact` every string inside a JSON-like value (before encoding it, which would escape a secret out
-    of recognition): results carry error texts too (a fan-out's failed databases, a retention error)."""
+    of recognition), except under the field names in `keep`: results carry error texts too (a fan-out's
+    failed databases, a retention error)."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {k: redact_all(v) for k, v in value.items()}
+        return {k: v if k in keep else redact_all(v, keep) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [redact_all(v) for v in value]
+        return [redact_all(v, keep) for v in value]
     return value

@@ -30,8 +30,9 @@ from backup.manifest import Manifest, PartHasher
 BATCH_BYTES = 4 * 1024 * 1024
 
 
-def _prepare_target(client: Any, db: str, create: bool, allow_non_empty: bool, log: Log) -> None:
-    """Preflight: the target exists (or is created when asked) and is empty (unless told otherwise)."""
+def _prepare_target(client: Any, db: str, create: bool, allow_non_empty: bool, log: Log) -> bool:
+    """Preflight: the target exists (or is created when asked) and is empty (unless told otherwise).
+    True when this run created it."""
     where = f"{client.service_url}/{db}"
     try:
         info = cloudant.database_info(client, db)
@@ -44,13 +45,26 @@ def _prepare_target(client: Any, db: str, create: bool, allow_non_empty: bool, l
             ) from None
         cloudant.call(f"creating database '{db}'", where, lambda: client.put_database(db=db).get_result())
         log.info("target_created", database=db)
-        return
+        return True
     used = (info.get("doc_count") or 0) + (info.get("doc_del_count") or 0)
     if used and not allow_non_empty:
         raise DatabaseNotEmptyError(
             f"restoring into '{db}': the target database is not empty ({info.get('doc_count')} documents); "
             "restore into a new, empty database, or set ALLOW_NON_EMPTY_TARGET=true to write into it anyway"
         )
+    return False
+
+
+def _drop_created(client: Any, db: str, log: Log) -> bool:
+    """Delete the target this run created when nothing was written to it (a failure before the first batch)."""
+    try:
+        cloudant.call(f"deleting database '{db}'", f"{client.service_url}/{db}",
+                      lambda: client.delete_database(db=db).get_result())
+    except BackupError as exc:
+        log.warning("target_not_deleted", database=db, error=str(exc))
+        return False
+    log.info("target_deleted", database=db)
+    return True
 
 
 def _write_batch(client: Any, db: str, docs: list[dict[str, Any]], number: int, lines: tuple[int, int]) -> int:
@@ -184,7 +198,7 @@ def run_restore(config: Config, log: Log) -> dict[str, Any]:
     if not cos.exists(s3, bucket, key):
         raise CosError(f"restoring {cos.where(bucket, key)}: no such object; see `python -m backup list`")
     chain = _chain_for(s3, bucket, prefix, key)
-    _prepare_target(client, db, config.create_target, config.allow_non_empty, log)
+    created = _prepare_target(client, db, config.create_target, config.allow_non_empty, log)
     log.info("restore_started", database=db, bucket=bucket, key=key, chain=[k for k, _ in chain])
 
     totals: dict[str, Any] = {"docs": 0, "batches": 0, "skipped_lines": [], "skipped_line_count": 0,
@@ -194,8 +208,12 @@ def run_restore(config: Config, log: Log) -> dict[str, Any]:
             try:
                 _apply(client, s3, bucket, object_key, manifest, db, batch_size, pool, parallelism, totals)
             except BackupError as exc:
-                state = ("may now hold a partial restore: delete it before retrying" if totals["batches"] or applied
-                         else "was not written to")
+                if totals["batches"] or applied:
+                    state = "may now hold a partial restore: delete it before retrying"
+                elif created and _drop_created(client, db, log):
+                    state = "was not written to, and is deleted again (this run had created it)"
+                else:
+                    state = "was not written to"
                 raise type(exc)(f"{exc} -- the restore stopped; '{db}' {state}") from None
             log.info("restore_applied", database=db, key=object_key, docs=totals["docs"])
     seconds = round(time.monotonic() - started, 3)

@@ -16,18 +16,19 @@ from backup.keys import manifest_key
 from backup.log import Log
 
 
-def apply_retention(config: Config, s3: Any, log: Log) -> list[str] | None:
-    """Delete what the plan allows; returns the deleted keys (None when retention is off)."""
+def apply_retention(config: Config, s3: Any, log: Log) -> dict[str, list[str]]:
+    """Delete what the plan allows; returns the result's fields: `deleted_old_backups` (none when retention is
+    off), and `retention_skipped` with the manifests that could not be read, when that stopped it."""
     keep_last, keep_days = config.tune("KEEP_LAST"), config.tune("KEEP_DAYS")
     if not (keep_last or keep_days) or config.db is None:
-        return None
+        return {}
     entries = find_backups(s3, config.cos.bucket, config.cos.prefix, config.db)
     unreadable = [e.name.key for e in entries if e.manifest_error]
     if unreadable:
         # A chain through an unreadable manifest looks broken, and its base would look deletable: wait.
         log.warning("retention_skipped", database=config.db, unreadable_manifests=unreadable,
                     detail="some manifests could not be read; nothing is deleted this time")
-        return []
+        return {"deleted_old_backups": [], "retention_skipped": unreadable}
     deleted = []
     for entry in retention_plan(entries, keep_last, keep_days, datetime.now(UTC)):
         try:
@@ -39,4 +40,4 @@ def apply_retention(config: Config, s3: Any, log: Log) -> list[str] | None:
             log.warning("retention_delete_failed", key=entry.name.key, error=str(exc))
     if deleted:
         log.info("retention", database=config.db, deleted=deleted)
-    return deleted
+    return {"deleted_old_backups": deleted}

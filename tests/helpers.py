@@ -117,6 +117,14 @@ def live_docs(couch: Any, db: str) -> list[dict[str, Any]]:
     return [row["doc"] for row in r.json()["rows"]]
 
 
+def db_exists(couch: Any, db: str) -> bool:
+    r = requests.get(f"{couch.url}/{db}", auth=_auth(couch), timeout=30)
+    if r.status_code == 404:
+        return False
+    r.raise_for_status()
+    return True
+
+
 def object_lines(s3: Any, bucket: str, key: str) -> list[Any]:
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     assert body.endswith(b"\n")

@@ -170,6 +170,7 @@ def test_an_unreadable_manifest_in_the_chain_stops_retention_instead_of_deleting
     log = CapturedLog()
     newest, _ = run_main({**params, "BACKUP_MODE": "incremental", "KEEP_LAST": 1}, log)
     assert newest["ok"] and newest["base"] == chain[2] and newest["deleted_old_backups"] == [], newest
+    assert newest["retention_skipped"] == [chain[1]]  # in the result too, not only in the log
     chain.append(newest["key"])
     assert [e["unreadable_manifests"] for e in log.events("retention_skipped")] == [[chain[1]]]
     assert _of(s3_client, bucket, db_name) == _with_manifests(*chain)

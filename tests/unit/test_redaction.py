@@ -210,3 +210,17 @@ def test_userinfo_search_stays_linear_on_long_lines() -> None:
         started = time.monotonic()
         redact(text)
         assert time.monotonic() - started < 2, text[:20]
+
+
+def test_a_result_keeps_the_keys_it_names_even_when_a_short_secret_occurs_in_them(monkeypatch) -> None:
+    from backup import redaction
+    from backup.redaction import IDENTIFIERS, redact_all
+
+    monkeypatch.setattr(redaction, "_known", set(redaction._known))  # this one must not outlive the test
+    register("ackup")  # a (poor) password that occurs inside every backup key
+    result = {"key": "orders_2026-11-26T01:00:00.000000Z_backup.txt", "error": "login with ackup failed",
+              "backups": [{"key": "a_backup.txt", "note": "ackup"}], "chain": ["x_backup.txt"]}
+    redacted = redact_all(result, IDENTIFIERS)
+    assert redacted["key"] == result["key"] and redacted["backups"][0]["key"] == "a_backup.txt"
+    assert redacted["chain"] == ["x_backup.txt"]
+    assert redacted["error"] == "login with **** failed" and redacted["backups"][0]["note"] == "****"
