@@ -27,12 +27,13 @@ from backup.checkpoint import Checkpoint, CheckpointStore
 from backup.clients import make_clients
 from backup.config import MIB, Config
 from backup.deadline import Deadline
-from backup.errors import BackupError, CosError
+from backup.errors import BackupError, CosError, IncompleteReadError
 from backup.format import encode_value, metadata_line, raw_docs_line
 from backup.keys import backup_key, format_time, manifest_key
 from backup.log import Log
 from backup.manifest import Manifest, combined_sha256
 from backup.pipe import Pipe, PipeCancelled
+from backup.plan import instance_of, plan_backup
 from backup.retention import apply_retention
 from backup.rows import size_hint
 
@@ -106,8 +107,8 @@ class _Reader:
         """Winning revisions of live docs in id order; a line's mark is its last id (exact resume)."""
         line: list[tuple[str, bytes]] = []
         size = 0
-        for page in cloudant.iter_pages(self.client, self.db, self.max_rows, PAGE_BYTES,
-                                        after=self.cp.resume_mark(), batch=self.per_line, hint=self.hint):
+        for page in cloudant.iter_pages(self.client, self.db, self.max_rows, PAGE_BYTES, after=self.cp.resume_mark(),
+                                        batch=self.per_line, hint=self.hint, whole=self.cp.read_whole):
             self._page_read(len(page))
             for doc in page:
                 line.append(doc)
@@ -143,7 +144,7 @@ class _Reader:
             read = 0
             for doc in cloudant.iter_bulk_get(self.client, self.db, wanted):
                 read += 1
-                pending.append(encode_value(doc))
+                pending.append(doc if isinstance(doc, bytes) else encode_value(doc))  # bytes: too deep, spliced
                 size += len(pending[-1])
                 if len(pending) >= self.per_line or size >= LINE_BYTES:
                     mark = last_seq if read == len(wanted) else page_since
@@ -161,24 +162,26 @@ def _owner() -> str:
     return os.environ.get("__OW_ACTIVATION_ID") or f"pid{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def _start_plan(config: Config, s3: Any, info: dict[str, Any], log: Log, started: datetime) -> Checkpoint:
-    """A new backup: full, or incremental after the newest complete backup of this database."""
+def _start_plan(config: Config, s3: Any, info: dict[str, Any], log: Log, started: datetime,
+                read_whole: bool) -> Checkpoint:
+    """A new backup: full, or incremental after the newest complete backup of this database (see plan.py)."""
     db = config.db
-    assert db is not None
-    kind, base, since = "full", None, None
-    if config.mode == "incremental":
-        previous = next((e for e in find_backups(s3, config.cos.bucket, config.cos.prefix, db) if e.manifest), None)
-        if previous is None or previous.manifest is None or previous.manifest.seq is None:
-            log.info("incremental_without_base", database=db, detail="no complete backup yet: making a full one")
-        else:
-            kind, base, since = "incremental", previous.name.key, previous.manifest.seq
+    assert db is not None and config.cloudant is not None
+    host = config.cloudant.host
+    entries = find_backups(s3, config.cos.bucket, config.cos.prefix, db, host) if config.mode == "incremental" else []
+    plan = plan_backup(config.mode, entries, info, config.tune("FULL_EVERY"))
+    if plan.full_because:
+        log.info("full_backup_instead", database=db, because=plan.full_because)
+    base = plan.base.name.key if plan.base is not None else None
+    since = plan.base.manifest.seq if plan.base is not None and plan.base.manifest is not None else None
     key = backup_key(config.cos.prefix, db, started)
     if cos.exists(s3, config.cos.bucket, key):
         raise CosError(f"backing up '{db}': {cos.where(config.cos.bucket, key)} already exists; refusing to overwrite it")
     return Checkpoint(
-        database=db, key=key, upload_id="", kind=kind, started=format_time(started), created=time.time(),
-        update_seq=info.get("update_seq"), seq=info.get("update_seq") if kind == "full" else since,
-        base=base, since=since, doc_count=info.get("doc_count"),
+        database=db, key=key, upload_id="", kind=plan.kind, started=format_time(started), created=time.time(),
+        update_seq=info.get("update_seq"), seq=info.get("update_seq") if plan.kind == "full" else since,
+        base=base, since=since, doc_count=info.get("doc_count"), host=host, instance=instance_of(info),
+        full_because=plan.full_because, read_whole=read_whole,
     )
 
 
@@ -193,13 +196,27 @@ def run_backup(config: Config, log: Log, now: datetime | None = None, deadline: 
         return run_many(config, log)
     assert config.cloudant is not None and config.db is not None
     started_at = time.monotonic()
-    db, bucket = config.db, config.cos.bucket
     deadline = deadline or deadline_for(config)  # a fan-out passes one deadline for all its databases
     client, s3 = make_clients(config)
+    try:
+        return _backup(config, log, client, s3, now, deadline, started_at, read_whole=False)
+    except IncompleteReadError as exc:
+        if exc.read_whole:
+            raise
+        # Some servers return no rows for a page starting at certain ids (pouchdb-server: a first character in
+        # U+E000-U+FFFF). The upload was aborted: start again, reading the database in one streamed request.
+        log.warning("paged_read_lost_documents", database=config.db, error=str(exc),
+                    detail="backing the database up again, read in one request")
+        return _backup(config, log, client, s3, now, deadline, started_at, read_whole=True)
 
+
+def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None, deadline: Deadline,
+            started_at: float, read_whole: bool) -> dict[str, Any]:
+    assert config.cloudant is not None and config.db is not None
+    db, bucket = config.db, config.cos.bucket
     info = cloudant.database_info(client, db)
     cos.check_bucket(s3, bucket)
-    store = CheckpointStore(s3, bucket, config.cos.prefix, db, log)
+    store = CheckpointStore(s3, bucket, config.cos.prefix, db, config.cloudant.host, log)
     cp = store.load()
     owner = _owner()
     if cp is not None and cp.leased_by_other(owner, time.time()):
@@ -208,13 +225,16 @@ def run_backup(config: Config, log: Log, now: datetime | None = None, deadline: 
     if cp is not None and time.time() - cp.created > config.tune("CHECKPOINT_MAX_AGE_HOURS") * 3600:
         store.abandon(cp)
         cp = None
+    if cp is not None and cp.instance != instance_of(info):
+        store.abandon(cp)  # the database was re-created since this backup started: its reads are of another one
+        cp = None
     resumed = cp is not None
     if cp is not None:
         store.acquire(cp, owner, deadline.at or time.time() + 3600)
         log.info("backup_resumed", database=db, key=cp.key, parts=len(cp.parts), invocation=cp.invocations + 1,
                  docs=cp.tail["docs"] if cp.tail else (cp.parts[-1]["docs"] if cp.parts else 0))
     else:
-        cp = _start_plan(config, s3, info, log, now or datetime.now(UTC))
+        cp = _start_plan(config, s3, info, log, now or datetime.now(UTC), read_whole)
         log.info("backup_started", database=db, bucket=bucket, key=cp.key, kind=cp.kind, base=cp.base,
                  doc_count=cp.doc_count, update_seq=cp.update_seq)
     # The metadata line comes from the plan alone, so a continued backup writes the same bytes.
@@ -228,7 +248,7 @@ def run_backup(config: Config, log: Log, now: datetime | None = None, deadline: 
                                  metadata={"database": db, "tool": "cloudant-cos-backup"},
                                  upload_id=cp.upload_id or None, parts=cp.parts, next_part=cp.next_part,
                                  deadline=deadline)
-    stopped = False
+    stopped = changed = False
     tracked = resumed  # a checkpoint in the bucket refers to this upload
     try:
         with upload:
@@ -257,6 +277,7 @@ def run_backup(config: Config, log: Log, now: datetime | None = None, deadline: 
                         break
                     upload.write(line.data, line.mark, line.docs)
                 if not stopped:
+                    changed = _check_all_read(client, cp, upload.docs)
                     upload.complete()
             except cos.PartStalled:
                 stopped = True  # a part upload outlived the deadline: checkpoint without it
@@ -274,7 +295,23 @@ def run_backup(config: Config, log: Log, now: datetime | None = None, deadline: 
             # inside a request: it is a daemon thread whose next write raises, so do not wait for it.
             reader.thread.join(timeout=2.0)
 
-    return _finish(config, s3, store if tracked else None, cp, upload, reader, log, started_at)
+    return _finish(config, s3, store if tracked else None, cp, upload, reader, log, started_at, changed)
+
+
+def _check_all_read(client: Any, cp: Checkpoint, docs: int) -> bool:
+    """A full backup holds every document the database held, unless it changed meanwhile: fewer documents from
+    a database whose update_seq did not move means the reading lost some (IncompleteReadError: the upload is
+    aborted, nothing is stored). True when the database changed during the backup."""
+    if cp.kind != "full":
+        return False
+    after = cloudant.database_info(client, cp.database)
+    changed = after.get("update_seq") != cp.update_seq
+    if not changed and isinstance(cp.doc_count, int) and docs < cp.doc_count:
+        raise IncompleteReadError(
+            f"backing up '{cp.database}': {docs} documents were read but the database holds {cp.doc_count} and did "
+            "not change during the backup: the server's _all_docs pages left some out; nothing was stored",
+            read_whole=cp.read_whole)
+    return changed
 
 
 def _checkpoint(config: Config, store: CheckpointStore, cp: Checkpoint, upload: cos.MultipartUpload, log: Log,
@@ -310,7 +347,7 @@ def _checkpoint(config: Config, store: CheckpointStore, cp: Checkpoint, upload: 
 
 
 def _finish(config: Config, s3: Any, store: CheckpointStore | None, cp: Checkpoint, upload: cos.MultipartUpload,
-            reader: _Reader, log: Log, started_at: float) -> dict[str, Any]:
+            reader: _Reader, log: Log, started_at: float, changed: bool) -> dict[str, Any]:
     bucket = config.cos.bucket
     manifest = Manifest(
         key=cp.key, database=cp.database, docs=upload.docs, lines=upload.lines, bytes=upload.uploaded_bytes,
@@ -319,7 +356,7 @@ def _finish(config: Config, s3: Any, store: CheckpointStore | None, cp: Checkpoi
         started=cp.started, finished=format_time(datetime.now(UTC)), update_seq=cp.update_seq,
         seq=reader.final_seq if cp.kind == "incremental" else cp.seq,
         last_id=upload.mark if cp.kind == "full" else None, kind=cp.kind, base=cp.base, since=cp.since,
-        invocations=cp.invocations + 1,
+        invocations=cp.invocations + 1, host=cp.host, instance=cp.instance, doc_count=cp.doc_count,
     )
     if store is not None:
         store.delete(cp)  # the upload is complete: its checkpoint is stale whatever happens to the manifest
@@ -340,6 +377,14 @@ def _finish(config: Config, s3: Any, store: CheckpointStore | None, cp: Checkpoi
     }
     if cp.base:
         result["base"] = cp.base
+    if cp.full_because:
+        result["full_because"] = cp.full_because
+    if cp.kind == "full" and cp.doc_count is not None:
+        result["doc_count"] = cp.doc_count  # the database's, when the backup started
+        if changed:
+            result["database_changed"] = True  # so docs may differ from doc_count
+    if cp.read_whole:
+        result["read_whole"] = True
     if manifest.invocations == 1:
         result["docs_per_second"] = round(manifest.docs / seconds, 1) if seconds else None
     try:

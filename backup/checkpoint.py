@@ -37,6 +37,10 @@ class Checkpoint:
     base: str | None = None
     since: Any = None
     doc_count: int | None = None
+    host: str | None = None  # the source server (see Manifest.host)
+    instance: str | None = None  # the database's instance_start_time when the backup started
+    full_because: str | None = None  # why an incremental run makes a full backup
+    read_whole: bool = False  # read in one `_all_docs` request: paging lost documents on this server
     parts: list[dict[str, Any]] = field(default_factory=list)
     next_part: int = 0  # the next part's number; 0: after the last part (numbers given up are not reused)
     tail: dict[str, Any] | None = None  # {"key", "size", "sha256", "mark", "docs", "lines"} of the tail object
@@ -67,10 +71,10 @@ class Checkpoint:
 class CheckpointStore:
     """The checkpoint and tail objects of one database's backup, in the bucket."""
 
-    def __init__(self, s3: Any, bucket: str, prefix: str, db: str, log: Log) -> None:
+    def __init__(self, s3: Any, bucket: str, prefix: str, db: str, host: str, log: Log) -> None:
         self.s3, self.bucket, self.log = s3, bucket, log
-        self.prefix, self.db = prefix, db
-        self.key = checkpoint_key(prefix, db)
+        self.prefix, self.db, self.host = prefix, db, host
+        self.key = checkpoint_key(prefix, db, host)
 
     def load(self) -> Checkpoint | None:
         if not cos.exists(self.s3, self.bucket, self.key):
@@ -86,7 +90,7 @@ class CheckpointStore:
         """A new tail object, then the checkpoint pointing at it, then the previous tail goes: a crash at
         any point leaves a consistent pair (the old one, or the new one)."""
         if tail:
-            key = tail_key(self.prefix, self.db, cp.invocations)
+            key = tail_key(self.prefix, self.db, self.host, cp.invocations)
             cos.put_bytes(self.s3, self.bucket, key, tail)
             cp.tail = {**(cp.tail or {}), "key": key, "size": len(tail), "sha256": hashlib.sha256(tail).hexdigest()}
         cos.put_json(self.s3, self.bucket, self.key, cp.to_json())

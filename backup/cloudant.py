@@ -20,7 +20,8 @@ from ibmcloudant.cloudant_v1 import CloudantV1
 
 from backup.config import CloudantConfig
 from backup.errors import CloudantError
-from backup.rows import Doc, Page, RowsFormatError, iter_docs, iter_rows, page_docs, page_limit
+from backup.leaves import live_leaves as _row_live_leaves
+from backup.rows import Doc, Page, RowsFormatError, bulk_get_answers, iter_docs, iter_rows, page_docs, page_limit
 
 # `_all_docs` has no "until the end" on pouchdb-server without an end_key (it drops ids starting at or
 # above U+00FF); U+10FFFF sorts after every real id under CouchDB's raw collation too.
@@ -130,7 +131,8 @@ def database_info(client: CloudantV1, db: str) -> dict[str, Any]:
 
 
 def iter_pages(client: CloudantV1, db: str, max_rows: int, page_bytes: int, after: str | None = None,
-               batch: int = 500, hint: tuple[int, int] | None = None) -> Iterator[list[tuple[str, bytes]]]:
+               batch: int = 500, hint: tuple[int, int] | None = None,
+               whole: bool = False) -> Iterator[list[tuple[str, bytes]]]:
     """Every live document (winning revision, design docs included) in id order, as (id, document JSON in
     the backup format), in batches of <= `batch`.
 
@@ -142,29 +144,44 @@ def iter_pages(client: CloudantV1, db: str, max_rows: int, page_bytes: int, afte
     while this one is spliced and handed on: the server works on it meanwhile instead of waiting for us.
     Paging uses start_key = last id seen (the extra first row is dropped), which never skips an id, unlike
     `last id + "\\u0000"`. A page cut mid-body is requested again from the last row received. With
-    `after`, reading resumes after that id.
+    `after`, reading resumes after that id. With `whole`, the database is read in one request, streamed
+    (for servers that lose rows when a page starts at some ids).
+
+    Reading runs up to END_KEY, then once more from END_KEY without an end key: ids may sort after it
+    (CouchDB orders raw UTF-8 bytes: "\\U0010ffff\\U0010ffff" does).
     """
     where = f"{client.service_url}/{db}"
     what = f"reading documents of '{db}'"
 
-    def request(start: str | None, limit: int) -> Any:
-        kwargs: dict[str, Any] = {"db": db, "include_docs": True, "end_key": END_KEY, "limit": limit}
+    def request(start: str | None, limit: int | None, end_key: str | None) -> Any:
+        kwargs: dict[str, Any] = {"db": db, "include_docs": True}
+        if end_key is not None:
+            kwargs["end_key"] = end_key
+        if limit is not None:
+            kwargs["limit"] = limit
         if start is not None:
-            kwargs.update(start_key=start, limit=limit + 1)  # its first row is `start` itself, dropped
+            kwargs["start_key"] = start
+            if limit is not None:
+                kwargs["limit"] = limit + 1  # its first row is `start` itself, dropped
         return call(what, where, lambda: client.post_all_docs_as_stream(**kwargs).get_result())
 
     last_id = after
+    end_key: str | None = END_KEY if after is None or after <= END_KEY else None
     seen_docs = seen_bytes = 0
     ahead: _Ahead | None = None
     try:
         while True:
-            if ahead is not None:
+            limit: int | None
+            if whole:
+                limit = None
+            elif ahead is not None:
                 limit = ahead.limit
             else:
                 limit = page_limit(max_rows, page_bytes, *(hint if hint and not seen_docs else (seen_docs, seen_bytes)))
             received, faults = 0, 0
             while True:  # one page; after a fault inside the body, the rest of it from the last row received
-                response = ahead.response() if ahead is not None else request(last_id, limit - received)
+                rest = None if limit is None else limit - received
+                response = ahead.response() if ahead is not None else request(last_id, rest, end_key)
                 ahead = None
                 docs: list[tuple[str, bytes]] = []
                 skip = last_id
@@ -176,9 +193,9 @@ def iter_pages(client: CloudantV1, db: str, max_rows: int, page_bytes: int, afte
                         seen_docs, seen_bytes = seen_docs + n_docs, seen_bytes + n_bytes
                         new_rows = len(rows) - int(skip is not None and rows.first_id() == skip)
                         next_start = rows.last_id()
-                        if received + new_rows >= limit and next_start is not None:  # not the last page
-                            n = page_limit(max_rows, page_bytes, seen_docs, seen_bytes)
-                            ahead = _Ahead(functools.partial(request, next_start, n), n)
+                        if limit is not None and received + new_rows >= limit and next_start is not None:
+                            n = page_limit(max_rows, page_bytes, seen_docs, seen_bytes)  # not the last page
+                            ahead = _Ahead(functools.partial(request, next_start, n, end_key), n)
                     for doc_id, doc in rows:
                         if skip is not None and doc_id == skip:
                             skip = None
@@ -206,8 +223,12 @@ def iter_pages(client: CloudantV1, db: str, max_rows: int, page_bytes: int, afte
                         yield docs  # rows already decoded are good: keep them, continue after them
                 finally:
                     response.close()
-            if received < limit:
-                return
+            if limit is None or received < limit:  # the end up to end_key
+                if end_key is None:
+                    return
+                end_key = None
+                if last_id is None or last_id < END_KEY:
+                    last_id = END_KEY  # a row of that id, if any, was read already: dropped as `start`
     finally:
         if ahead is not None:
             ahead.drop()  # stopped early (deadline, failure): its answer is not read
@@ -290,10 +311,11 @@ def iter_changes(client: CloudantV1, db: str, since: Any, limit: int) -> Iterato
             return
 
 
-def iter_bulk_get(client: CloudantV1, db: str, items: list[dict[str, str]]) -> Iterator[dict[str, Any]]:
+def iter_bulk_get(client: CloudantV1, db: str, items: list[dict[str, str]]) -> Iterator[dict[str, Any] | bytes]:
     """The exact revisions asked for, with their `_revisions` history (deleted ones as tombstones), in the
     order asked, decoded one at a time as the response streams: 500 documents near Cloudant's 1 MB limit are
-    never held at once. After a fault inside the body the rest is asked for again.
+    never held at once. After a fault inside the body the rest is asked for again. A document nested too deep
+    to decode comes as its JSON in the backup format (bytes, spliced: see `rows.bulk_get_answers`).
 
     A revision that cannot be read fails the read with a CloudantError naming it, once the others are read;
     so does an answer that holds neither the revision nor an error for it (never skip a change silently).
@@ -311,7 +333,7 @@ def iter_bulk_get(client: CloudantV1, db: str, items: list[dict[str, str]]) -> I
             for entry in iter_rows(response.iter_content(STREAM_CHUNK), array="results"):
                 asked = items[answered] if answered < len(items) else {}  # answers come in the order asked
                 answered += 1
-                for answer in entry.get("docs") or [{}]:  # no answer at all counts as an empty one
+                for answer in bulk_get_answers(entry):
                     if isinstance(answer, dict) and "ok" in answer:
                         yield answer["ok"]
                         continue
@@ -330,6 +352,48 @@ def iter_bulk_get(client: CloudantV1, db: str, items: list[dict[str, str]]) -> I
             response.close()
     if errors:
         raise CloudantError(f"{what}: {len(errors)} could not be read, e.g. {errors[0]}; retry the backup")
+
+
+def live_leaves(client: CloudantV1, db: str, ids: list[str]) -> dict[str, list[str]]:
+    """The live leaf revisions of each doc (winner, then its `_conflicts`; none for a missing or deleted doc), by id.
+
+    One `POST _all_docs` (keys, include_docs, conflicts: the only bulk read of conflicts), decoded row by row as it
+    streams: the winners' bodies come along and are never held together. After a fault inside the body the rest
+    is asked for again (rows come in the order of the keys).
+    """
+    where = f"{client.service_url}/{db}/_all_docs"
+    what = f"reading the leaves of restored documents in '{db}'"
+    leaves: dict[str, list[str]] = {}
+    faults = 0
+    while len(leaves) < len(ids):
+        rest = ids[len(leaves):]
+        response = call(what, where, functools.partial(_result, client.post_all_docs_as_stream, db=db, keys=rest,
+                                                       include_docs=True, conflicts=True))
+        try:
+            for row in iter_rows(response.iter_content(STREAM_CHUNK)):
+                if len(leaves) >= len(ids) or row.get("key") != ids[len(leaves)]:
+                    raise CloudantError(f"{what}: the server answered a row for {row.get('key')!r}, not the "
+                                        "documents asked for in their order")
+                leaves[ids[len(leaves)]] = _row_live_leaves(row)
+            if len(leaves) < len(ids):
+                raise CloudantError(f"{what}: the server answered {len(leaves)} of the {len(ids)} documents asked for")
+            break
+        except _BODY_FAULTS as exc:
+            faults = _after_body_fault(faults, exc, what, where)
+        finally:
+            response.close()
+    return leaves
+
+
+def write_revisions(client: CloudantV1, db: str, docs: list[dict[str, Any]], what: str) -> None:
+    """Write these exact revisions (`new_edits: false`); any document the server rejects fails the call."""
+    where = f"{client.service_url}/{db}/_bulk_docs"
+    result = call(what, where, functools.partial(_result, client.post_bulk_docs, db=db,
+                                                 bulk_docs={"docs": docs, "new_edits": False}))
+    failed = [r for r in (result or []) if isinstance(r, dict) and r.get("error")]
+    if failed:
+        sample = "; ".join(f"{r.get('id')!r}: {r.get('error')} {r.get('reason', '')}".strip() for r in failed[:3])
+        raise CloudantError(f"{what}: {len(failed)} of {len(docs)} documents were rejected ({sample})")
 
 
 def all_dbs(client: CloudantV1) -> list[str]:

@@ -55,6 +55,8 @@ TUNABLES = (
     Tunable("MAX_HOPS", 50, 0, 10_000, "CONTINUE_ASYNC: at most this many self re-invocations for one backup"),
     Tunable("KEEP_LAST", 0, 0, 100_000, "after a backup, keep only the newest N backups of the database (0: keep all)"),
     Tunable("KEEP_DAYS", 0, 0, 100_000, "after a backup, delete backups older than N days (0: keep all)"),
+    Tunable("FULL_EVERY", 6, 0, 100_000, "incremental mode: a chain holds at most N incrementals after its full "
+            "backup, then the next backup is full (0: never)"),
     Tunable("LIST_LIMIT", 1000, 1, 1_000_000, "list: at most N backups in the result, newest first (an action's result "
             "must stay under 1 MB)"),
 )
@@ -78,6 +80,10 @@ class CloudantConfig:
     iam_token_url: str = DEFAULT_IAM_TOKEN_URL
     verify_tls: bool = True
     gzip: bool = False  # CLOUDANT_GZIP: compress request and response bodies
+
+    @property
+    def host(self) -> str:
+        return host_of(self.url)
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class Config:
     tuning: dict[str, int] = field(default_factory=dict)
     key: str | None = None  # COS_KEY: the backup object to restore/verify, or "latest"
     source_db: str | None = None  # SOURCE_DB: whose latest backup to restore
+    source_host: str | None = None  # the server whose backups `latest` means: SOURCE_URL, else CLOUDANT_URL
     create_target: bool = False
     allow_non_empty: bool = False
     mode: str = "full"  # BACKUP_MODE
@@ -197,6 +204,35 @@ def check_db_name(name: str, param: str, system: bool = True) -> str | None:
             "only names starting with '_')"
         )
     return None
+
+
+def host_of(url: str) -> str:
+    """The server a `scheme://host[:port]` URL names, as backups record it: host[:port], the scheme's default
+    port left out (https://h and https://h:443 are one server), never credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port is not None and port != {"https": 443, "http": 80}.get(parts.scheme):
+        host += f":{port}"
+    return host
+
+
+def _source_host(p: _Problems, cloudant: CloudantConfig | None) -> str | None:
+    """SOURCE_URL (the server a backup was made from, when restoring into another one), else CLOUDANT_URL."""
+    raw = p.text("SOURCE_URL")
+    if raw is None:
+        if cloudant is not None:
+            return cloudant.host
+        raw = p.text("CLOUDANT_URL")  # list and verify: optional, only to say whose backups
+        name = "CLOUDANT_URL"
+    else:
+        name = "SOURCE_URL"
+    if raw is None:
+        return None
+    split = _split_url(p, name, raw, default_scheme="https")
+    return host_of(split[0]) if split is not None else None
 
 
 def _without_userinfo(value: str) -> str:
@@ -407,6 +443,7 @@ def load_config(args: Mapping[str, Any]) -> Config:
     if operation == "restore" and key == "latest" and not source_db:
         p.add("COS_KEY latest needs SOURCE_DB: the database whose newest backup to restore")
     cloudant = _cloudant(p, verify_tls, token_url) if needs_db else None
+    source_host = _source_host(p, cloudant) if not (needs_db and cloudant is None) else None
     cos = _cos(p, verify_tls, token_url)
     tuning = {t.name: p.integer(t) for t in TUNABLES}
     budget, margin = tuning["TIME_BUDGET"], tuning["SAFETY_MARGIN"]
@@ -426,7 +463,7 @@ def load_config(args: Mapping[str, Any]) -> Config:
     assert cos is not None and (cloudant is not None or not needs_db)
     return Config(
         operation=operation, db=db, cloudant=cloudant, cos=cos, tuning=tuning, key=key, source_db=source_db,
-        create_target=create_target, allow_non_empty=allow_non_empty, mode=mode, dbs=dbs, many=many,
+        source_host=source_host, create_target=create_target, allow_non_empty=allow_non_empty, mode=mode, dbs=dbs, many=many,
         include_system_dbs=include_system_dbs, continue_async=continue_async, hop=hop,
         public_params={name: args[name] for name in PUBLIC_PARAMS if args.get(name) is not None},
     )

@@ -46,6 +46,14 @@ class FormatError(BackupError):
     kind = "format"
 
 
+class IncompleteReadError(CloudantError):
+    """A full backup read fewer documents than an unchanged database holds (`read_whole`: read in one request)."""
+
+    def __init__(self, message: str, read_whole: bool) -> None:
+        super().__init__(message)
+        self.read_whole = read_whole
+
+
 class DatabaseNotEmptyError(CloudantError):
     """A restore target already holds documents."""
 

@@ -14,7 +14,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from backup import __version__
+import msgspec
+
+from backup import __version__, jsonscan
 from backup.errors import FormatError
 
 TOOL_NAME = "cloudant-cos-backup"
@@ -73,7 +75,10 @@ def ascii_json(raw: bytes) -> bytes:
     Raises UnicodeDecodeError if the bytes are not UTF-8.
     """
     if b"\n" in raw:
-        return encode_value(json.loads(raw))
+        try:
+            return encode_value(json.loads(raw))
+        except RecursionError:  # nested too deep to decode: only the whitespace goes
+            raw = jsonscan.compact(raw.decode("utf-8")).encode("utf-8")
     if raw.isascii():
         return raw
     return raw.decode("utf-8").encode("ascii", _JSON_ESCAPE)
@@ -90,6 +95,48 @@ class Line:
 
 def is_metadata(value: Any) -> bool:
     return isinstance(value, dict) and all(value.get(k) for k in ("name", "version", "mode"))
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+# json.loads accepts NaN and Infinity, which are not JSON: couchrestore (JSON.parse) refuses such a line, and
+# msgspec, which writes the restore's requests, would write them as null.
+_LINE = json.JSONDecoder(parse_constant=_not_json)
+
+
+def loads(raw: bytes) -> Any:
+    """A line's JSON value, decoded as json.loads decodes bytes. A line too deep for json (a document nested past
+    ~1,000 levels) is split by jsonscan instead: each document decoded on its own, and one too deep itself as a
+    dict of its top-level members, those too deep kept as msgspec.Raw (written back verbatim)."""
+    text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    try:
+        return _LINE.decode(text)
+    except RecursionError:
+        if text.startswith("["):
+            return [jsonscan.loads_shallow(element) for element in jsonscan.elements(text)]
+        return jsonscan.loads_shallow(text)
+
+
+def doc_json(doc: dict[str, Any]) -> bytes:
+    """A decoded document as JSON: msgspec writes members `LineDecoder` kept raw verbatim; what msgspec cannot
+    write (a lone surrogate) goes as json.dumps writes it (ASCII, its \\u escape), raw members still verbatim."""
+    try:
+        return msgspec.json.encode(doc)
+    except (UnicodeEncodeError, TypeError, OverflowError):
+        return b"{" + b",".join(_member(key, value) for key, value in doc.items()) + b"}"
+
+
+def _member(key: str, value: Any) -> bytes:
+    return encode_value(key) + b":" + (bytes(value) if isinstance(value, msgspec.Raw) else encode_value(value))
+
+
+def bulk_docs_json(docs: list[dict[str, Any]]) -> bytes:
+    """A `_bulk_docs` body (new_edits false) as json.dumps writes it (ASCII: a lone surrogate as its \\u escape),
+    for documents msgspec cannot write; top-level members kept raw by `LineDecoder` go in verbatim."""
+    docs_json = (b"{" + b",".join(_member(key, value) for key, value in doc.items()) + b"}" for doc in docs)
+    return b'{"docs":[' + b",".join(docs_json) + b'],"new_edits":false}'
 
 
 class LineDecoder:
@@ -111,7 +158,7 @@ class LineDecoder:
         if not text:
             return None
         try:
-            value = json.loads(text)
+            value = loads(text)
         except ValueError:
             if self.metadata is not None and self.metadata.get("mode") == "full" and text.endswith(RESUME_LINE):
                 return None  # a line cut by an interrupted couchbackup run, ended by its resume: couchrestore skips it

@@ -40,6 +40,11 @@ class Manifest:
     base: str | None = None  # incremental: key of the backup it follows
     since: Any = None  # incremental: the changes-feed sequence it started from
     invocations: int = 1
+    # The source, so the catalog never takes another server's (or another instance's) backup for this one's.
+    # None in manifests of earlier versions.
+    host: str | None = None  # host[:port] of CLOUDANT_URL, never credentials
+    instance: str | None = None  # the database's instance_start_time: it changes when the database is re-created
+    doc_count: int | None = None  # the database's doc_count when the backup started
     format: str = field(default=FORMAT)
 
     def to_json(self) -> dict[str, Any]:

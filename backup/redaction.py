@@ -90,7 +90,7 @@ def redact(text: str) -> str:
 
 # Fields of a result that name objects (built from the prefix, database names and times, never from a secret):
 # kept as they are, so that a short password that happens to occur in a key cannot break the key a script reuses.
-IDENTIFIERS = frozenset({"key", "base", "chain", "bucket", "database", "deleted_old_backups", "retention_skipped"})
+IDENTIFIERS = frozenset({"key", "base", "chain", "bucket", "database", "host", "deleted_old_backups", "retention_skipped"})
 
 
 def redact_all(value: Any, keep: frozenset[str] = frozenset()) -> Any:

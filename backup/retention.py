@@ -22,7 +22,8 @@ def apply_retention(config: Config, s3: Any, log: Log) -> dict[str, list[str]]:
     keep_last, keep_days = config.tune("KEEP_LAST"), config.tune("KEEP_DAYS")
     if not (keep_last or keep_days) or config.db is None:
         return {}
-    entries = find_backups(s3, config.cos.bucket, config.cos.prefix, config.db)
+    host = config.cloudant.host if config.cloudant is not None else None
+    entries = find_backups(s3, config.cos.bucket, config.cos.prefix, config.db, host)  # this server's only
     unreadable = [e.name.key for e in entries if e.manifest_error]
     if unreadable:
         # A chain through an unreadable manifest looks broken, and its base would look deletable: wait.

@@ -8,6 +8,9 @@ Two decoders, same rows:
 - `iter_docs` (over `iter_rows`), for a response too big to hold or one msgspec refuses: rows decoded one
   at a time as the bytes arrive by the C JSON scanner (`raw_decode`), documents re-encoded; memory is one
   row plus one read chunk.
+
+A row nested too deep for either (both recurse: RecursionError near 1,000 levels, where CouchDB takes 50,000)
+is found by `jsonscan` instead, and its document spliced raw as `page_docs` does, never decoded.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from backup import jsonscan
 from backup.format import ascii_json, encode_value
 
 Doc = tuple[str, bytes | None]  # (id, document JSON; None for a row without a document)
@@ -66,10 +70,11 @@ def page_limit(max_rows: int, page_bytes: int, seen_docs: int, seen_bytes: int) 
 
 def page_docs(body: bytes | bytearray) -> Page | None:
     """Every row of a whole `_all_docs` response, or None when the fast decoder cannot take it (the caller
-    then uses `iter_docs`, which also accepts what msgspec refuses, such as escaped lone surrogates)."""
+    then uses `iter_docs`, which also accepts what msgspec refuses, such as escaped lone surrogates, and rows
+    nested too deep for it)."""
     try:
         page = _PAGE.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     return Page(page.rows)
 
@@ -115,12 +120,18 @@ def iter_docs(chunks: Iterable[bytes | bytearray]) -> Iterator[Doc]:
         if "id" not in row:
             raise RowsFormatError("a row of the response has no id")
         doc = row.get("doc")
-        yield row["id"], None if doc is None else encode_value(doc)
+        if isinstance(doc, msgspec.Raw):  # nested too deep to decode (see `iter_rows`): spliced as sent
+            yield row["id"], ascii_json(bytes(doc))
+        else:
+            yield row["id"], None if doc is None else encode_value(doc)
 
 
 def iter_rows(chunks: Iterable[bytes | bytearray], array: str = "rows") -> Iterator[dict[str, Any]]:
     """Yield each element of the top-level `array` ("rows" of `_all_docs`, "results" of `_bulk_get`) of a
-    JSON response streamed as byte chunks. Keys before it may hold only numbers (total_rows, offset)."""
+    JSON response streamed as byte chunks. Keys before it may hold only numbers (total_rows, offset).
+
+    An element nested too deep to decode comes as a dict of its members, those too deep kept as msgspec.Raw
+    (see `jsonscan.loads_shallow`): a row's "id" is decoded, its "doc" raw."""
     decode = codecs.getincrementaldecoder("utf-8")()
     source = iter(chunks)
     text, pos, ended = "", 0, False
@@ -177,7 +188,49 @@ def iter_rows(chunks: Iterable[bytes | bytearray], array: str = "rows") -> Itera
             except json.JSONDecodeError:
                 if not more():  # no more bytes: the row is really broken (or cut short)
                     raise RowsFormatError("a row of the response is not valid JSON (or the response was cut)") from None
+            except RecursionError:  # nested too deep for json: scanned instead
+                scan = jsonscan.Scan(pos)
+                while True:
+                    try:
+                        end = scan.end(text, final=ended)
+                        break
+                    except jsonscan.Truncated:
+                        if not more():
+                            raise RowsFormatError("the response was cut inside a row") from None
+                    except jsonscan.ScanError:
+                        raise RowsFormatError("a row of the response is not valid JSON") from None
+                row = _deep_row(text[pos:end])
+                break
         yield row
         pos = end
         if pos > _COMPACT_AT:
             text, pos = text[pos:], 0
+
+
+def bulk_get_answers(entry: dict[str, Any]) -> list[Any]:
+    """The answers of one `_bulk_get` result from `iter_rows`, each {"ok": document} or {"error": ...}; no answer
+    at all counts as an empty one. In a result too deep to decode, its "docs" are split here and a document too
+    deep comes as bytes in the backup format, spliced as sent."""
+    answers = entry.get("docs")
+    if not isinstance(answers, msgspec.Raw):
+        return answers or [{}]
+    text = bytes(answers).decode("utf-8")
+    if not text.startswith("["):
+        return [answers]  # not a list: no answer (the caller reports it)
+    return [_deep_answer(element) for element in jsonscan.elements(text)] or [{}]
+
+
+def _deep_answer(text: str) -> Any:
+    """One answer of a deep result, its document (if too deep itself) spliced into the backup format."""
+    answer = jsonscan.loads_shallow(text)
+    if isinstance(answer, dict) and isinstance(answer.get("ok"), msgspec.Raw):
+        answer["ok"] = ascii_json(bytes(answer["ok"]))
+    return answer
+
+
+def _deep_row(text: str) -> dict[str, Any]:
+    """A row too deep for json (already checked by the scanner), as a dict of its members."""
+    row = jsonscan.loads_shallow(text)
+    if not isinstance(row, dict):
+        raise RowsFormatError("a row of the response is not a JSON object")
+    return row

@@ -1,7 +1,8 @@
-"""Verify: prove one backup object is whole and well-formed without touching any database.
+"""Verify: prove a backup is whole and well-formed without touching any database.
 
 Streams the object once: checks the metadata line and every line's JSON, counts docs, and compares
-doc count, byte size, line count and sha256 with the manifest written at backup time.
+doc count, byte size, line count and sha256 with the manifest written at backup time. An incremental
+restores only with its chain, so verifying one verifies every member of its chain the same way.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import time
 from typing import Any
 
 from backup import cos
-from backup.catalog import latest_key
+from backup.catalog import chain_for, latest_key
 from backup.config import Config
 from backup.errors import CosError, FormatError
 from backup.format import LineDecoder, split_lines
@@ -25,7 +26,24 @@ def run_verify(config: Config, log: Log) -> dict[str, Any]:
     s3 = cos.make_client(config.cos, config.tune("REQUEST_TIMEOUT"), config.tune("MAX_RETRIES"))
     key = config.key or ""
     if key == "latest":
-        key = latest_key(s3, bucket, config.cos.prefix, config.source_db or config.db or "")
+        key = latest_key(s3, bucket, config.cos.prefix, config.source_db or config.db or "", config.source_host)
+    manifest = _manifest(s3, bucket, key)
+    chain: list[tuple[str, Manifest]] = [(key, manifest)]
+    if manifest.kind == "incremental":
+        try:
+            chain = [(k, m) for k, m in chain_for(s3, bucket, key) if m is not None]
+        except FormatError as exc:
+            raise FormatError(f"verifying {exc}") from None
+    checked = [_verify_object(s3, bucket, k, m) for k, m in chain]
+    result = {"ok": True, "operation": "verify", "bucket": bucket, **checked[-1],
+              "seconds": round(time.monotonic() - started, 3)}
+    if len(chain) > 1:
+        result["chain"] = [k for k, _ in chain]  # each one verified, oldest first
+    log.info("verified", **result)
+    return result
+
+
+def _manifest(s3: Any, bucket: str, key: str) -> Manifest:
     where = cos.where(bucket, key)
     try:
         manifest = Manifest.from_json(cos.get_json(s3, bucket, manifest_key(key)))
@@ -39,7 +57,12 @@ def run_verify(config: Config, log: Log) -> dict[str, Any]:
         raise FormatError(f"verifying {where}: its manifest is unreadable: {exc}") from None
     if manifest.key.rpartition("/")[2] != key.rpartition("/")[2]:
         raise FormatError(f"verifying {where}: its manifest is the one of {manifest.key}, another backup")
+    return manifest
 
+
+def _verify_object(s3: Any, bucket: str, key: str, manifest: Manifest) -> dict[str, Any]:
+    """Stream one object against its manifest; its facts, or FormatError naming what differs."""
+    where = cos.where(bucket, key)
     hasher = PartHasher([p["size"] for p in manifest.parts])
     decoder = LineDecoder()
     docs = lines = 0
@@ -67,10 +90,5 @@ def run_verify(config: Config, log: Log) -> dict[str, Any]:
     problems.extend(hasher.mismatches(manifest))
     if problems:
         raise FormatError(f"verifying {where}: corrupted or truncated: " + "; ".join(problems))
-    result = {
-        "ok": True, "operation": "verify", "bucket": bucket, "key": key, "database": manifest.database,
-        "kind": manifest.kind, "docs": docs, "lines": lines, "bytes": hasher.size, "sha256": manifest.sha256,
-        "seconds": round(time.monotonic() - started, 3),
-    }
-    log.info("verified", **result)
-    return result
+    return {"key": key, "database": manifest.database, "kind": manifest.kind, "docs": docs, "lines": lines,
+            "bytes": hasher.size, "sha256": manifest.sha256}

@@ -93,8 +93,14 @@ def _auth(couch: Any) -> Any:
     return tuple(couch.admin) if couch.admin else None
 
 
+def _quoted(db: str) -> str:
+    """A database name in a URL path: its '/' (CouchDB allows them) as %2F."""
+    return requests.utils.quote(db, safe="")
+
+
 def load_docs(couch: Any, db: str, docs: list[dict[str, Any]], new_edits: bool = True) -> list[dict[str, Any]]:
     """Write docs (creating db if needed); returns the per-doc responses."""
+    db = _quoted(db)
     requests.put(f"{couch.url}/{db}", auth=_auth(couch), timeout=30)
     out = []
     for i in range(0, len(docs), 1000):
@@ -110,7 +116,7 @@ def load_docs(couch: Any, db: str, docs: list[dict[str, Any]], new_edits: bool =
 def live_docs(couch: Any, db: str) -> list[dict[str, Any]]:
     """Every live doc (winning revision) in id order, read straight from the server."""
     r = requests.get(
-        f"{couch.url}/{db}/_all_docs",
+        f"{couch.url}/{_quoted(db)}/_all_docs",
         params={"include_docs": "true", "end_key": json.dumps("\U0010ffff")}, auth=_auth(couch), timeout=120,
     )
     r.raise_for_status()
@@ -118,7 +124,7 @@ def live_docs(couch: Any, db: str) -> list[dict[str, Any]]:
 
 
 def db_exists(couch: Any, db: str) -> bool:
-    r = requests.get(f"{couch.url}/{db}", auth=_auth(couch), timeout=30)
+    r = requests.get(f"{couch.url}/{_quoted(db)}", auth=_auth(couch), timeout=30)
     if r.status_code == 404:
         return False
     r.raise_for_status()

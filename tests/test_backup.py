@@ -78,11 +78,11 @@ def test_backup_keeps_every_document_exactly_whichever_decoder_reads_it(couch, d
 
     if page_buffer is not None:
         monkeypatch.setattr(cloudant, "PAGE_BUFFER", page_buffer)
-    spliced: list[bool] = []  # per page held whole: did msgspec take it?
+    spliced: list[int | None] = []  # per page held whole: the rows msgspec took (None: it refused the page)
 
     def page_docs(body):
         docs = rows.page_docs(body)
-        spliced.append(docs is not None)
+        spliced.append(None if docs is None else len(docs))
         return docs
 
     monkeypatch.setattr(cloudant, "page_docs", page_docs)
@@ -97,10 +97,11 @@ def test_backup_keeps_every_document_exactly_whichever_decoder_reads_it(couch, d
     body = s3_client.get_object(Bucket=bucket, Key=result["key"])["Body"].read()
     assert max(body) < 0x80
     assert _docs_in_object(object_lines(s3_client, bucket, result["key"])) == live_docs(couch, db_name)
+    # (The last request, for ids sorting after U+10FFFF, answers an empty page: 0 rows.)
     if page_buffer is None:
-        assert True in spliced and False in spliced  # both decoders ran: the surrogate's page fell back
+        assert any(spliced) and None in spliced  # both decoders ran: the surrogate's page fell back
     else:
-        assert True not in spliced  # pages above the buffer streamed; the small last one (surrogate) fell back
+        assert not any(spliced)  # pages above the buffer streamed; the small last one (surrogate) fell back
 
 
 def test_pages_follow_the_database_size_then_the_documents_read(couch, db_name):

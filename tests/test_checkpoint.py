@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from backup.config import host_of
 from backup.keys import backup_key, checkpoint_key, manifest_key
 from tests.helpers import (
     API_KEY,
@@ -80,6 +81,12 @@ def params(couch: Any, seaweed: Any, big_db: str, bucket: str) -> dict[str, Any]
     return {**couch_params(couch, big_db), **cos_params(seaweed, bucket), **TUNING}
 
 
+@pytest.fixture
+def cp_key(couch: Any, big_db: str) -> str:
+    """Where big_db's checkpoint is (its key names the source server)."""
+    return checkpoint_key("", big_db, host_of(couch.url))
+
+
 def _body(s3: Any, bucket: str, key: str) -> bytes:
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
@@ -117,7 +124,8 @@ def _assert_no_checkpoint_left(s3: Any, bucket: str, key: str) -> None:
 
 def _assert_checkpoint_state(s3: Any, bucket: str, db: str, result: dict[str, Any], part_mb: int = 5) -> dict[str, Any]:
     """After a checkpointed run: the checkpoint (lease released) and tail are in the bucket, consistent."""
-    cp = _json(s3, bucket, checkpoint_key("", db))
+    [key] = [k for k in keys_in(s3, bucket) if k.startswith(f"{db}.checkpoint.") and k.endswith(".json")]
+    cp = _json(s3, bucket, key)
     assert cp["key"] == result["key"] and cp["upload_id"] and cp["invocations"] == result["invocations"]
     assert cp["lease_owner"] is None and cp["lease_until"] == 0
     assert len(cp["parts"]) == result["parts"]
@@ -270,7 +278,7 @@ def _start_and_kill_at(params: dict[str, Any], event: str, after: str | None = N
     return proc.pid, seen
 
 
-def test_a_process_killed_mid_run_loses_nothing(big_db, bucket, s3_client, params, one_shot):
+def test_a_process_killed_mid_run_loses_nothing(cp_key, big_db, bucket, s3_client, params, one_shot):
     code, first = _cli_backup(params, **SHORT)
     assert code == 0 and first["complete"] is False, first
     before = _assert_checkpoint_state(s3_client, bucket, big_db, first)
@@ -278,7 +286,7 @@ def test_a_process_killed_mid_run_loses_nothing(big_db, bucket, s3_client, param
     # The second invocation resumes, uploads a part beyond the checkpoint, and dies without a word.
     pid, seen = _start_and_kill_at(params, "part_uploaded", after="backup_resumed", TIME_BUDGET=8, SAFETY_MARGIN=1)
     assert any(r["event"] == "backup_resumed" for r in seen)
-    held = _json(s3_client, bucket, checkpoint_key("", big_db))
+    held = _json(s3_client, bucket, cp_key)
     assert held["lease_owner"].startswith(f"pid{pid}-") and held["lease_until"] > time.time()
     assert held["parts"] == before["parts"] and held["upload_id"] == before["upload_id"]  # its progress was never saved
     parts = s3_client.list_parts(Bucket=bucket, Key=first["key"], UploadId=held["upload_id"]).get("Parts", [])
@@ -291,7 +299,7 @@ def test_a_process_killed_mid_run_loses_nothing(big_db, bucket, s3_client, param
         assert code == 4 and next_run["kind"] == "cos", next_run
         assert f"another invocation ({held['lease_owner']}) is writing this backup until" in next_run["error"]
         assert "not starting a second writer" in next_run["error"] and f"'{big_db}'" in next_run["error"]
-        assert _json(s3_client, bucket, checkpoint_key("", big_db)) == held
+        assert _json(s3_client, bucket, cp_key) == held
         time.sleep(max(0.0, held["lease_until"] - time.time()) + 0.5)
         code, next_run = _cli_backup(params, **SHORT)  # the lease ran out: continued from the last checkpoint
     assert code == 0 and next_run["key"] == first["key"], next_run
@@ -322,12 +330,12 @@ def test_a_first_invocation_killed_before_its_checkpoint_leaves_no_billed_upload
 # -- stale checkpoints and leases
 
 
-def test_a_checkpoint_older_than_the_max_age_is_abandoned_for_a_fresh_backup(big_db, bucket, s3_client, params, one_shot):
+def test_a_checkpoint_older_than_the_max_age_is_abandoned_for_a_fresh_backup(cp_key, big_db, bucket, s3_client, params, one_shot):
     stopped, _ = run_main({**params, **SHORT})
     assert stopped["complete"] is False and stopped["parts"] >= 1, stopped
     cp = _assert_checkpoint_state(s3_client, bucket, big_db, stopped)
     cp["created"] = time.time() - 3 * 86400  # CHECKPOINT_MAX_AGE_HOURS defaults to 48
-    s3_client.put_object(Bucket=bucket, Key=checkpoint_key("", big_db), Body=json.dumps(cp).encode())
+    s3_client.put_object(Bucket=bucket, Key=cp_key, Body=json.dumps(cp).encode())
 
     result, log = run_main(params)
     assert result["ok"] and result["complete"] is True and result["invocations"] == 1, result
@@ -339,12 +347,12 @@ def test_a_checkpoint_older_than_the_max_age_is_abandoned_for_a_fresh_backup(big
     _assert_same_bytes_as_one_shot(_body(s3_client, bucket, result["key"]), one_shot)
 
 
-def test_checkpoint_max_age_is_a_parameter(big_db, bucket, s3_client, params):
+def test_checkpoint_max_age_is_a_parameter(cp_key, big_db, bucket, s3_client, params):
     stopped, _ = run_at_once(params)
     assert stopped["complete"] is False
-    cp = _json(s3_client, bucket, checkpoint_key("", big_db))
+    cp = _json(s3_client, bucket, cp_key)
     cp["created"] = time.time() - 2 * 3600
-    s3_client.put_object(Bucket=bucket, Key=checkpoint_key("", big_db), Body=json.dumps(cp).encode())
+    s3_client.put_object(Bucket=bucket, Key=cp_key, Body=json.dumps(cp).encode())
 
     kept, log = run_at_once({**params, "CHECKPOINT_MAX_AGE_HOURS": 3})  # 2 h old, 3 h allowed: continued
     assert kept["key"] == stopped["key"] and kept["invocations"] == 2 and not log.events("checkpoint_abandoned")
@@ -362,12 +370,12 @@ def _bucket_state(s3: Any, bucket: str) -> dict[str, Any]:
     return {"objects": objects, "uploads": uploads}
 
 
-def test_a_held_lease_keeps_a_second_writer_out_and_nothing_is_written(big_db, bucket, s3_client, params):
+def test_a_held_lease_keeps_a_second_writer_out_and_nothing_is_written(cp_key, big_db, bucket, s3_client, params):
     stopped, _ = run_main({**params, **SHORT})
     assert stopped["complete"] is False
-    cp = _json(s3_client, bucket, checkpoint_key("", big_db))
+    cp = _json(s3_client, bucket, cp_key)
     cp["lease_owner"], cp["lease_until"] = "someone-else", time.time() + 60
-    s3_client.put_object(Bucket=bucket, Key=checkpoint_key("", big_db), Body=json.dumps(cp).encode())
+    s3_client.put_object(Bucket=bucket, Key=cp_key, Body=json.dumps(cp).encode())
     before = _bucket_state(s3_client, bucket)
 
     refused, log = run_main(params)
@@ -376,21 +384,21 @@ def test_a_held_lease_keeps_a_second_writer_out_and_nothing_is_written(big_db, b
     assert f"backing up '{big_db}'" in refused["error"] and "not starting a second writer" in refused["error"]
     assert not log.events("backup_resumed") and not log.events("part_uploaded")
     assert _bucket_state(s3_client, bucket) == before
-    assert _json(s3_client, bucket, checkpoint_key("", big_db)) == cp
+    assert _json(s3_client, bucket, cp_key) == cp
 
     cp["lease_until"] = time.time() - 1  # the other writer's lease ran out: the backup continues
-    s3_client.put_object(Bucket=bucket, Key=checkpoint_key("", big_db), Body=json.dumps(cp).encode())
+    s3_client.put_object(Bucket=bucket, Key=cp_key, Body=json.dumps(cp).encode())
     result, _ = run_main(params)
     assert result["complete"] is True and result["key"] == stopped["key"] and result["invocations"] == 2, result
     _assert_no_checkpoint_left(s3_client, bucket, result["key"])
 
 
-def test_a_stale_checkpoint_whose_lease_is_live_is_not_abandoned(big_db, bucket, s3_client, params):
+def test_a_stale_checkpoint_whose_lease_is_live_is_not_abandoned(cp_key, big_db, bucket, s3_client, params):
     stopped, _ = run_at_once(params)
-    cp = _json(s3_client, bucket, checkpoint_key("", big_db))
+    cp = _json(s3_client, bucket, cp_key)
     cp["created"] = time.time() - 3 * 86400
     cp["lease_owner"], cp["lease_until"] = "someone-else", time.time() + 60
-    s3_client.put_object(Bucket=bucket, Key=checkpoint_key("", big_db), Body=json.dumps(cp).encode())
+    s3_client.put_object(Bucket=bucket, Key=cp_key, Body=json.dumps(cp).encode())
     before = _bucket_state(s3_client, bucket)
 
     result, _ = run_main(params)
@@ -398,24 +406,24 @@ def test_a_stale_checkpoint_whose_lease_is_live_is_not_abandoned(big_db, bucket,
     assert _bucket_state(s3_client, bucket) == before
 
 
-def test_a_failing_resumed_invocation_leaves_another_backups_checkpoint_alone(big_db, bucket, s3_client, params):
+def test_a_failing_resumed_invocation_leaves_another_backups_checkpoint_alone(cp_key, big_db, bucket, s3_client, params):
     stopped, _ = run_at_once(params)
-    mine = _json(s3_client, bucket, checkpoint_key("", big_db))
+    mine = _json(s3_client, bucket, cp_key)
     other_key = backup_key("", big_db, datetime.now(UTC))  # e.g. a fresh backup that abandoned ours as stale
     other = {**mine, "key": other_key, "lease_owner": None, "lease_until": 0,
              "upload_id": s3_client.create_multipart_upload(Bucket=bucket, Key=other_key)["UploadId"]}
 
     def another_backup_checkpoints_meanwhile(_: dict[str, Any]) -> None:
-        s3_client.put_object(Bucket=bucket, Key=checkpoint_key("", big_db), Body=json.dumps(other).encode())
+        s3_client.put_object(Bucket=bucket, Key=cp_key, Body=json.dumps(other).encode())
 
     log = CapturedLog(hooks={"backup_resumed": another_backup_checkpoints_meanwhile})
     result, _ = run_at_once({**params}, log)
     assert result.get("kind") == "cos" and "checkpointed meanwhile" in result.get("error", ""), result
     assert [u["UploadId"] for u in incomplete_uploads(s3_client, bucket)] == [other["upload_id"]]  # its own is aborted
-    assert _json(s3_client, bucket, checkpoint_key("", big_db)) == other
+    assert _json(s3_client, bucket, cp_key) == other
 
 
-def test_a_crash_between_writing_the_tail_and_the_checkpoint_leaves_the_old_pair_valid(big_db, bucket, s3_client,
+def test_a_crash_between_writing_the_tail_and_the_checkpoint_leaves_the_old_pair_valid(cp_key, big_db, bucket, s3_client,
                                                                                        params, one_shot):
     # Parts bigger than the data: every checkpoint has a tail (a deadline often falls during a part upload,
     # which leaves none). Small pages: two invocations do not finish the backup.
@@ -432,7 +440,7 @@ def test_a_crash_between_writing_the_tail_and_the_checkpoint_leaves_the_old_pair
     # (the old tail is deleted only after the new checkpoint is written).
     assert new["tail"]["key"] != old["tail"]["key"]
     s3_client.put_object(Bucket=bucket, Key=old["tail"]["key"], Body=old_tail)
-    s3_client.put_object(Bucket=bucket, Key=checkpoint_key("", big_db), Body=json.dumps(old).encode())
+    s3_client.put_object(Bucket=bucket, Key=cp_key, Body=json.dumps(old).encode())
 
     result, _ = run_main(params)
     assert result.get("complete") is True, result
@@ -453,11 +461,11 @@ def test_a_failed_tail_read_does_not_keep_the_lease(big_db, bucket, s3_client, p
     assert result.get("complete") is True, result
 
 
-def test_an_unreadable_checkpoint_is_a_clear_error(big_db, bucket, s3_client, params):
-    s3_client.put_object(Bucket=bucket, Key=checkpoint_key("", big_db), Body=b'{"format": "something else"}')
+def test_an_unreadable_checkpoint_is_a_clear_error(cp_key, big_db, bucket, s3_client, params):
+    s3_client.put_object(Bucket=bucket, Key=cp_key, Body=b'{"format": "something else"}')
     result, _ = run_main(params)
     assert result["kind"] == "cos" and "is not a readable checkpoint" in result["error"], result
-    assert f"{big_db}.checkpoint.json" in result["error"] and "delete it" in result["error"]
+    assert cp_key in result["error"] and "delete it" in result["error"]
     assert incomplete_uploads(s3_client, bucket) == []
 
 
@@ -506,7 +514,7 @@ def test_continue_async_hands_over_hop_by_hop_without_secrets(big_db, bucket, s3
     _assert_same_bytes_as_one_shot(_body(s3_client, bucket, results[-1]["key"]), one_shot)
 
 
-def test_continue_async_stops_at_max_hops_and_never_fails_the_backup(big_db, bucket, s3_client, params, openwhisk):
+def test_continue_async_stops_at_max_hops_and_never_fails_the_backup(cp_key, big_db, bucket, s3_client, params, openwhisk):
     bound = {**params, "CONTINUE_ASYNC": True, "MAX_HOPS": 3}
     at_limit, log = run_at_once({**bound, "CONTINUE_HOP": 3})
     assert at_limit["ok"] and at_limit["complete"] is False, at_limit
@@ -531,7 +539,7 @@ def test_continue_async_stops_at_max_hops_and_never_fails_the_backup(big_db, buc
     unclear, log = run_at_once(bound)
     assert unclear["ok"] and unclear["complete"] is False and unclear["invocations"] == 5, unclear
     assert "without an activation id" in unclear["continued_by"]["error"] and log.events("continue_failed")
-    assert _json(s3_client, bucket, checkpoint_key("", big_db))["invocations"] == 5  # the checkpoint stands
+    assert _json(s3_client, bucket, cp_key)["invocations"] == 5  # the checkpoint stands
 
 
 def test_without_continue_async_no_activation_is_made(big_db, params, openwhisk):

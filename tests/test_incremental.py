@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import requests
 
+from backup.config import host_of
 from backup.keys import checkpoint_key, manifest_key
 from devstack import Fault, FaultProxy
 from tests.helpers import (
@@ -128,7 +129,7 @@ def test_full_then_two_incrementals_restore_as_a_chain(couch, db_name, bucket, s
     load_docs(couch, db_name, sample_docs(filler=300))
     full, log = run_main({**params, **INCREMENTAL})  # no complete backup yet: a full one
     assert full["ok"] and full["kind"] == "full" and "base" not in full and full["docs"] == 305, full
-    assert log.events("incremental_without_base")
+    assert full["full_because"] == "there is no complete backup of the database yet", full
     assert _manifest(s3_client, bucket, full["key"])["kind"] == "full"
     meta = object_lines(s3_client, bucket, full["key"])[0]
     assert meta["backup"] == "full" and meta["base"] is None
@@ -227,9 +228,9 @@ def test_an_incremental_whose_base_was_pruned_is_refused(couch, db_name, bucket,
         assert "missing or incomplete" in result["error"] and "cannot be restored" in result["error"]
     assert requests.get(f"{couch.url}/{target}", auth=_auth(couch), timeout=30).status_code == 404  # never created
 
-    # The incremental itself is still whole: verify needs no base.
+    # An incremental is verified with its chain: without its base it is not a backup that restores.
     verified, _ = run_main({**params, "OPERATION": "verify", "COS_KEY": incremental["key"]})
-    assert verified["ok"] and verified["kind"] == "incremental" and verified["docs"] == 1
+    assert verified.get("kind") == "format" and f"follows {full['key']}" in verified["error"], verified
 
 
 def test_an_incremental_without_changes_is_metadata_only_and_still_chains(couch, db_name, bucket, s3_client, params):
@@ -284,7 +285,7 @@ def test_a_big_incremental_continues_over_invocations(couch, db_name, bucket, s3
         results.append(result)
         if result["complete"]:
             break
-        cp = json.loads(s3_client.get_object(Bucket=bucket, Key=checkpoint_key("", db_name))["Body"].read())
+        cp = json.loads(s3_client.get_object(Bucket=bucket, Key=checkpoint_key("", db_name, host_of(couch.url)))["Body"].read())
         assert cp["kind"] == "incremental" and cp["base"] == full["key"] and cp["key"] == result["key"]
         assert cp["since"] == _manifest(s3_client, bucket, full["key"])["seq"]
     final = results[-1]
@@ -407,7 +408,7 @@ def test_a_bulk_get_entry_without_the_revision_fails_the_incremental(couch, db_n
     """An entry of the `_bulk_get` answer that holds neither the revision nor an error for it (the count of entries
     being right) would skip a change silently: the incremental fails, naming the doc and the revision."""
     load_docs(couch, db_name, [{"_id": f"old-{i}"} for i in range(3)])
-    full, _ = run_main(params)
+    full, _ = run_main({**params, "CLOUDANT_URL": couch_proxy.url})  # the incremental's server: the same URL
     assert full["ok"], full
     before = sorted(keys_in(s3_client, bucket))
     _check(load_docs(couch, db_name, [{"_id": "changed", "v": 1}]))

@@ -163,10 +163,13 @@ def test_an_unreadable_manifest_in_the_chain_stops_retention_instead_of_deleting
         load_docs(couch, db_name, [{"_id": day}])
         chain.append(_backup(params, BACKUP_MODE="incremental", KEEP_LAST=1)["key"])
     good = s3_client.get_object(Bucket=bucket, Key=manifest_key(chain[1]))["Body"].read()
-    # The middle manifest cannot be read this time (a failed GET looks the same): the chain seems broken there,
-    # and the full backup at its start seemed deletable.
-    s3_client.put_object(Bucket=bucket, Key=manifest_key(chain[1]), Body=b'{"truncated')
     load_docs(couch, db_name, [{"_id": "wednesday"}])
+    # The next incremental starts while its chain restores (it would make a full backup otherwise) and is
+    # checkpointed; then the middle manifest cannot be read (a failed GET looks the same): the chain seems broken
+    # there, and the full backup at its start seemed deletable.
+    stopped, _ = run_at_once({**params, "BACKUP_MODE": "incremental", "KEEP_LAST": 1})
+    assert stopped["ok"] and stopped["complete"] is False, stopped
+    s3_client.put_object(Bucket=bucket, Key=manifest_key(chain[1]), Body=b'{"truncated')
     log = CapturedLog()
     newest, _ = run_main({**params, "BACKUP_MODE": "incremental", "KEEP_LAST": 1}, log)
     assert newest["ok"] and newest["base"] == chain[2] and newest["deleted_old_backups"] == [], newest
@@ -211,3 +214,54 @@ def test_a_manifest_of_an_early_format_counts_as_no_manifest_and_does_not_stop_r
     listed, _ = run_main({**params, "OPERATION": "list"})
     entry = next(b for b in listed["backups"] if b["key"] == early)
     assert entry["complete"] is False and "not a manifest this version can use" in entry["manifest_invalid"]
+
+
+def test_a_lost_full_backup_never_costs_the_last_restorable_chain(couch, db_name, bucket, s3_client, params):
+    """Issue 12: F1, I1 on F1, F2, I2 on F2, I3 on I2; F2's object disappears (by hand, or a lifecycle rule)
+    while I3 is being written. KEEP_LAST=1 after I3 used to keep I3 alone and delete F1, I1 and I2: every
+    restorable backup, reported ok. Now the broken chain loses nothing and F1 + I1 stay, restorable."""
+    f1 = _backup(params, BACKUP_MODE="full")["key"]
+    load_docs(couch, db_name, [{"_id": "monday"}])
+    i1 = _backup(params, BACKUP_MODE="incremental")
+    assert i1["base"] == f1
+    at_i1 = live_docs(couch, db_name)
+    load_docs(couch, db_name, [{"_id": "tuesday"}])
+    f2 = _backup(params, BACKUP_MODE="full")["key"]
+    load_docs(couch, db_name, [{"_id": "wednesday"}])
+    i2 = _backup(params, BACKUP_MODE="incremental")
+    assert i2["base"] == f2
+    load_docs(couch, db_name, [{"_id": "thursday"}])
+    # I3 starts while F2 is whole (its base is chosen then), is checkpointed, and F2's object goes meanwhile.
+    stopped, _ = run_at_once({**params, "BACKUP_MODE": "incremental", "KEEP_LAST": 1})
+    assert stopped["ok"] and stopped["complete"] is False, stopped
+    s3_client.delete_object(Bucket=bucket, Key=f2)
+
+    i3 = _backup(params, BACKUP_MODE="incremental", KEEP_LAST=1)
+    assert i3["key"] == stopped["key"] and i3["base"] == i2["key"]
+    assert i3["deleted_old_backups"] == [], i3
+    assert _of(s3_client, bucket, db_name) == sorted([*_with_manifests(f1, i1["key"], i2["key"], i3["key"]),
+                                                      manifest_key(f2)])
+
+    restored, _ = run_main({**params, "OPERATION": "restore", "COS_KEY": i1["key"], "CLOUDANT_DB": f"{db_name}-r",
+                            "CREATE_TARGET": True})
+    assert restored["ok"] and restored["chain"] == [f1, i1["key"]], restored
+    assert live_docs(couch, f"{db_name}-r") == at_i1
+
+
+def test_nothing_is_deleted_from_a_broken_chain(couch, db_name, bucket, s3_client, params):
+    """A full backup whose object and manifest are gone (a lifecycle rule) leaves its incrementals a broken
+    chain: a human may still mend it (put the full back from elsewhere), so retention keeps all of it."""
+    f1 = _backup(params, BACKUP_MODE="full")["key"]
+    chain = []
+    for day in ("monday", "tuesday"):
+        load_docs(couch, db_name, [{"_id": day}])
+        chain.append(_backup(params, BACKUP_MODE="incremental")["key"])
+    s3_client.delete_object(Bucket=bucket, Key=f1)
+    s3_client.delete_object(Bucket=bucket, Key=manifest_key(f1))
+
+    f2 = _backup(params, BACKUP_MODE="full", KEEP_LAST=1)
+    assert f2["deleted_old_backups"] == [], f2
+    assert _of(s3_client, bucket, db_name) == _with_manifests(*chain, f2["key"])
+    f3 = _backup(params, BACKUP_MODE="full", KEEP_LAST=1)  # the chain stays broken; restorable f2 may go now
+    assert f3["deleted_old_backups"] == [f2["key"]], f3
+    assert _of(s3_client, bucket, db_name) == _with_manifests(*chain, f3["key"])

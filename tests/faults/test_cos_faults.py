@@ -158,7 +158,7 @@ def test_a_completion_whose_answer_is_lost_is_confirmed_not_failed(couch, big_db
 
 
 LIST_OBJECTS = r"^GET /[^/?]+\?(?=.*list-type=2)"
-TAIL_PUT = r"^PUT /[^?]+\.checkpoint\.json\.tail\.\d+$"
+TAIL_PUT = r"^PUT /[^?]+\.checkpoint\.[^/?]+\.json\.tail\.\d+$"
 
 
 def test_a_retention_failure_after_the_backup_keeps_the_backup_and_says_so(couch, big_db, seaweed, bucket, s3_client,
@@ -184,7 +184,7 @@ def test_a_tail_that_cannot_be_written_at_the_deadline_fails_cleanly(couch, smal
     assert first.get("complete") is False and any(".tail." in k for k in keys_in(s3_client, bucket)), first
     s3_proxy.add_rule(TAIL_PUT, Fault.status(503, times=None))
     second, _, _ = timed(via(s3_proxy, params, "COS_ENDPOINT"))
-    assert_failed_cleanly(second, "cos", (".checkpoint.json.tail.2",), s3_client, bucket, small_db)
+    assert_failed_cleanly(second, "cos", (".json.tail.2",), s3_client, bucket, small_db)
 
 
 # ---------------------------------------------------------------------------------------- restore and verify

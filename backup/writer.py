@@ -1,0 +1,145 @@
+"""Restore's write side, without I/O of its own (the requests are passed in): documents -> `_bulk_docs` batches
+with several in flight, the stale-leaf checks of an incremental (backup.leaves), and the design documents held
+back until every other document is written.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from typing import Any
+
+from backup.format import doc_json, loads
+from backup.leaves import LeafSets
+
+DESIGN_PREFIX = "_design/"
+
+# One `_bulk_docs` request: (docs, batch number, (first line, last line)) -> documents written.
+WriteBatch = Callable[[list[dict[str, Any]], int, tuple[int, int]], int]
+# The leaf sets of some docs, by id (all written) -> how many stale target leaves were closed.
+CloseStale = Callable[[dict[str, frozenset[str]]], int]
+
+
+def is_design(doc: dict[str, Any]) -> bool:
+    return str(doc.get("_id", "")).startswith(DESIGN_PREFIX)
+
+
+@dataclass
+class Target:
+    """Where and how a restore writes, and its running totals (docs, batches, stale_leaves_closed...)."""
+
+    pool: Executor
+    write: WriteBatch
+    close_stale: CloseStale
+    batch_size: int
+    batch_bytes: int
+    parallelism: int
+    totals: dict[str, Any]
+
+
+class BatchWriter:
+    """The documents of one object, in order, as batches of at most `batch_size` docs or about `batch_bytes`,
+    `parallelism` of them in flight.
+
+    For an incremental (`check_every` > 0), the docs whose history is stemmed are gathered with their leaf sets;
+    every `check_every` such docs, and at `finish`, all batches sent are waited for, then their stale target
+    leaves are closed. That bounds the leaf sets held; a doc without a stemmed history costs nothing more.
+    """
+
+    def __init__(self, target: Target, check_every: int = 0) -> None:
+        self.target = target
+        self.leaf_sets = LeafSets() if check_every > 0 else None
+        self.check_every = check_every
+        self.in_flight: deque[Future[int]] = deque()
+        self.batch: list[dict[str, Any]] = []
+        self.batch_bytes = 0
+        self.lines = (0, 0)
+
+    def add(self, doc: dict[str, Any], size: int, line: int) -> None:
+        """One more document (`size`: its share of the bytes of its line, `line`: the line's number)."""
+        self.lines = (self.lines[0] if self.batch else line, line)
+        self.batch.append(doc)
+        self.batch_bytes += size
+        if len(self.batch) >= self.target.batch_size or self.batch_bytes >= self.target.batch_bytes:
+            self._submit()
+        if self.leaf_sets is not None:
+            self.leaf_sets.add(doc)
+            if len(self.leaf_sets) >= self.check_every:
+                self._check()
+
+    def flush(self) -> None:
+        """Send the last, partial batch and wait for every batch sent."""
+        if self.batch:
+            self._submit()
+        self._drain(0)
+
+    def finish(self) -> None:
+        """The object ended: everything written, the stale leaves of its docs closed."""
+        if self.leaf_sets is not None:
+            self.leaf_sets.finish()
+        self._check()
+
+    def cancel(self) -> None:
+        """Stopped by a failure: the batches not yet started are not sent."""
+        for future in self.in_flight:
+            future.cancel()
+
+    def _submit(self) -> None:
+        totals = self.target.totals
+        totals["batches"] += 1
+        self.in_flight.append(self.target.pool.submit(self.target.write, self.batch, totals["batches"], self.lines))
+        self.batch, self.batch_bytes = [], 0
+        self._drain(self.target.parallelism)
+
+    def _drain(self, limit: int) -> None:
+        while len(self.in_flight) > limit:
+            self.target.totals["docs"] += self.in_flight.popleft().result()
+
+    def _check(self) -> None:
+        self.flush()  # the leaves are read once every revision of these docs is in the target
+        if self.leaf_sets is not None and len(self.leaf_sets):
+            self.target.totals["stale_leaves_closed"] += self.target.close_stale(self.leaf_sets.take())
+
+
+class HeldDesignDocs:
+    """Design documents set aside while the others are written, in the order met, as JSON (a decoded document
+    takes several times its JSON's size), up to `cap` bytes. Past the cap every one is dropped and `overflowed`
+    is set: the caller reads them from the objects again instead, so memory stays bounded whatever they weigh.
+    """
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.overflowed = False
+        self.held: list[tuple[int, bool, int, bytes]] = []  # (chain member, incremental, line, JSON)
+        self.bytes = 0
+
+    def hold(self, member: int, incremental: bool, line: int, doc: dict[str, Any]) -> None:
+        if self.overflowed:
+            return
+        raw = doc_json(doc)
+        if self.bytes + len(raw) > self.cap:
+            self.overflowed, self.held, self.bytes = True, [], 0
+            return
+        self.held.append((member, incremental, line, raw))
+        self.bytes += len(raw)
+
+    def write(self, target: Target, check_every: int) -> int:
+        """Write the held documents, one chain member after the other (each member's stale leaves checked after
+        it, as for its other documents). Returns how many."""
+        writer: BatchWriter | None = None
+        current = -1
+        try:
+            for member, incremental, line, raw in self.held:
+                if writer is None or member != current:
+                    if writer is not None:
+                        writer.finish()
+                    writer, current = BatchWriter(target, check_every if incremental else 0), member
+                writer.add(loads(raw), len(raw), line)
+            if writer is not None:
+                writer.finish()
+        finally:
+            if writer is not None:
+                writer.cancel()
+        return len(self.held)
