@@ -192,7 +192,8 @@ openwhisk_list() {
 # ---- OpenWhisk: package, action, one alarm trigger and one rule per database -----------------------------------
 
 openwhisk_deploy() {
-  local plan_rows rows row trigger rule cron payload state relink out zip listed_triggers listed_rules
+  local plan_rows rows row trigger rule cron payload state relink out zip listed_triggers listed_rules added
+  local params_file=$tmp/bound-params.json
   plan_rows=$(plan check "$target" "$opts_file" "$schedule_file" "$trigger_prefix" "$rule_prefix") || exit 2
   mapfile -t rows <<<"$plan_rows"
   listed_triggers=$(openwhisk_list trigger "$trigger_prefix")
@@ -203,11 +204,17 @@ openwhisk_deploy() {
 
   zip=${action_zip:-dist/action.zip}
   if [[ -z $action_zip ]]; then change scripts/build-action.sh "$zip"; fi
+  # The bound parameters: opts.json, plus IAM_TOKEN_URL and DISABLE_TLS_VERIFY at their defaults when it has
+  # neither (a private temp file, like Code Engine's env file): `final` protects only what is bound.
+  if ((dry_run)); then added=$(plan param-file "$opts_file" -); else added=$(plan param-file "$opts_file" "$params_file"); fi
+  say "bound parameters: $opts_file${added:+, and ${added//$'\n'/, } at their defaults}"
   change "${cli[@]}" package update "$package"
   # --param-file replaces every bound parameter: always the whole file. provide-api-key lets the action
   # invoke itself (CONTINUE_ASYNC: finish a big backup over several activations; CLOUDANT_DB="*": fan out).
+  # final: no invocation or trigger can override a bound parameter (send the IAM keys to another IAM_TOKEN_URL,
+  # point CLOUDANT_URL or COS_ENDPOINT elsewhere); each trigger still gives CLOUDANT_DB, which is never bound.
   change "${cli[@]}" action update "$action" "$zip" "${runtime[@]}" --timeout "$timeout_ms" --memory "$memory_mb" \
-    --param-file "$opts_file" --annotation provide-api-key true
+    --param-file "$params_file" --annotation provide-api-key true --annotation final true
 
   for row in "${rows[@]}"; do
     IFS=$'\t' read -r trigger rule cron payload <<<"$row"

@@ -9,10 +9,12 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from backup import interrupt
 from backup.config import Config, load_config
 from backup.errors import BackupError
 from backup.log import Log
 from backup.memory import return_large_buffers
+from backup.openwhisk import register_api_key
 from backup.redaction import IDENTIFIERS, redact, redact_all
 
 
@@ -26,10 +28,23 @@ def _operations() -> dict[str, Callable[[Config, Log], dict[str, Any]]]:
 
 
 def run(args: Mapping[str, Any], log: Log) -> dict[str, Any]:
-    """Run one operation; raise BackupError on any failure (the CLI maps it to an exit code)."""
+    """Run one operation; raise BackupError on any failure (the CLI maps it to an exit code). In the main thread
+    (the CLI, a Code Engine job, the OpenWhisk runtime's launcher) SIGTERM and SIGINT stop it like an error
+    (Interrupted: see backup.interrupt); the previous handlers are back when it returns."""
+    register_api_key()  # the activation's own key (__OW_API_KEY, for self-invocation): masked like any secret
     config = load_config(args)
+    for warning in config.warnings:  # typos, an anonymous connection: said first, and again in the result
+        log.warning("config_warning", warning=warning)
     return_large_buffers()
-    return _operations()[config.operation](config, log)
+    with interrupt.interruptible():
+        return with_warnings(_operations()[config.operation](config, log), config)
+
+
+def with_warnings(result: dict[str, Any], config: Config) -> dict[str, Any]:
+    """The result, with the configuration's warnings in `warnings` (none: no such field)."""
+    if config.warnings:
+        result["warnings"] = [*result.get("warnings", []), *config.warnings]
+    return result
 
 
 def main(args: Mapping[str, Any], log: Log | None = None) -> dict[str, Any]:

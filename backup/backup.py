@@ -12,6 +12,7 @@ object is deleted again.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -21,16 +22,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from backup import cloudant, cos, openwhisk
+from backup import cloudant, cos, interrupt, openwhisk
 from backup.catalog import find_backups
-from backup.checkpoint import Checkpoint, CheckpointStore
+from backup.checkpoint import Checkpoint, CheckpointStore, LeaseLost
 from backup.clients import make_clients
 from backup.config import MIB, Config
 from backup.deadline import Deadline
 from backup.errors import BackupError, CosError, IncompleteReadError
 from backup.format import encode_value, metadata_line, raw_docs_line
 from backup.keys import backup_key, format_time, manifest_key
-from backup.log import Log
+from backup.leftovers import abort_leftovers
+from backup.log import Log, percent
 from backup.manifest import Manifest, combined_sha256
 from backup.pipe import Pipe, PipeCancelled
 from backup.plan import instance_of, plan_backup
@@ -73,6 +75,10 @@ class _Reader:
         self.progress_every = config.tune("PROGRESS_EVERY")
         self.first_line = first_line
         self.read = 0  # docs read from the database (this invocation)
+        # Docs the backup already holds from earlier invocations, and all it will (the database's doc_count when
+        # it started; unknown for an incremental, whose changes are not counted beforehand): for progress lines.
+        self.before = cp.tail["docs"] if cp.tail else (cp.parts[-1]["docs"] if cp.parts else 0)
+        self.total = cp.doc_count if cp.kind == "full" and isinstance(cp.doc_count, int) else None
         self._next_progress = self.progress_every
         self.final_seq: Any = cp.seq
         self.stopped = False  # True: ended by the deadline, not by the end of the data
@@ -92,9 +98,12 @@ class _Reader:
             self.pipe.close(error=exc)
 
     def _page_read(self, docs: int) -> None:
+        """Count docs read; every PROGRESS_EVERY of them, log the backup's docs so far of its total."""
         self.read += docs
         if self.read >= self._next_progress:
-            self.log.info("progress", database=self.db, docs=self.read)
+            done = self.before + self.read
+            self.log.info("progress", operation="backup", database=self.db, docs=done, total=self.total,
+                          percent=percent(done, self.total))
             while self._next_progress <= self.read:
                 self._next_progress += self.progress_every
 
@@ -197,7 +206,7 @@ def run_backup(config: Config, log: Log, now: datetime | None = None, deadline: 
     assert config.cloudant is not None and config.db is not None
     started_at = time.monotonic()
     deadline = deadline or deadline_for(config)  # a fan-out passes one deadline for all its databases
-    client, s3 = make_clients(config)
+    client, s3 = make_clients(config, log)
     try:
         return _backup(config, log, client, s3, now, deadline, started_at, read_whole=False)
     except IncompleteReadError as exc:
@@ -207,7 +216,9 @@ def run_backup(config: Config, log: Log, now: datetime | None = None, deadline: 
         # U+E000-U+FFFF). The upload was aborted: start again, reading the database in one streamed request.
         log.warning("paged_read_lost_documents", database=config.db, error=str(exc),
                     detail="backing the database up again, read in one request")
-        return _backup(config, log, client, s3, now, deadline, started_at, read_whole=True)
+    # Outside the except block: a signal during the second backup must stop it (backup.interrupt holds signals
+    # while an exception is being handled).
+    return _backup(config, log, client, s3, now, deadline, started_at, read_whole=True)
 
 
 def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None, deadline: Deadline,
@@ -229,8 +240,10 @@ def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None
         store.abandon(cp)  # the database was re-created since this backup started: its reads are of another one
         cp = None
     resumed = cp is not None
+    # Incomplete uploads of this database's killed runs (no checkpoint refers to them): before ours exists.
+    leftovers = abort_leftovers(s3, bucket, config.cos.prefix, db, log)
     if cp is not None:
-        store.acquire(cp, owner, deadline.at or time.time() + 3600)
+        store.acquire(cp, owner, deadline.at or time.time() + 3600)  # LeaseLost: another invocation got it first
         log.info("backup_resumed", database=db, key=cp.key, parts=len(cp.parts), invocation=cp.invocations + 1,
                  docs=cp.tail["docs"] if cp.tail else (cp.parts[-1]["docs"] if cp.parts else 0))
     else:
@@ -250,21 +263,26 @@ def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None
                                  deadline=deadline)
     stopped = changed = False
     tracked = resumed  # a checkpoint in the bucket refers to this upload
+    if tracked:  # after a failure, abort it only while that checkpoint is still ours
+        upload.guard = functools.partial(store.may_abort, cp)
     try:
         with upload:
             cp.upload_id = upload.upload_id or ""
             if not resumed and deadline.at is not None:
                 # Recorded at once, leased until the deadline: a process killed before its first checkpoint
                 # leaves an upload that a later run continues (or abandons), never an untracked billed one.
+                # Only where there is no checkpoint (If-None-Match): else another backup started meanwhile.
                 cp.lease_owner, cp.lease_until = owner, deadline.at
-                store.save(cp)
+                store.create(cp)
                 tracked = True
+                upload.guard = functools.partial(store.may_abort, cp)
             tail = store.load_tail(cp) if resumed else b""
             if tail and cp.tail:
                 upload.write(tail, cp.tail["mark"], cp.tail["docs"] - upload.docs, cp.tail["lines"] - upload.lines)
             reader.thread.start()
             try:
                 while True:
+                    interrupt.check()  # a signal held or swallowed meanwhile stops the backup here
                     if deadline.reached():
                         stopped = True
                         break
@@ -278,16 +296,21 @@ def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None
                     upload.write(line.data, line.mark, line.docs)
                 if not stopped:
                     changed = _check_all_read(client, cp, upload.docs)
+                    if tracked:
+                        store.confirm(cp)  # LeaseLost: another invocation took this backup over meanwhile
                     upload.complete()
             except cos.PartStalled:
                 stopped = True  # a part upload outlived the deadline: checkpoint without it
             pipe.cancel()
             if stopped:
-                return _checkpoint(config, store, cp, upload, log, started_at)
+                return _with_leftovers(_checkpoint(config, store, cp, upload, log, started_at), leftovers)
     except BaseException:
         pipe.cancel()
+        # Aborted already when the failure left `with upload` (this covers one raised by its own exit, a signal's);
+        # the guard keeps an upload another invocation took over.
+        upload.abort()
         if tracked:
-            store.delete(cp)  # its upload was aborted: the checkpoint points at nothing now (if still ours)
+            store.delete(cp)  # the checkpoint points at nothing now (deleted only while it is still ours)
         raise
     finally:
         if reader.thread.ident is not None:
@@ -295,7 +318,15 @@ def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None
             # inside a request: it is a daemon thread whose next write raises, so do not wait for it.
             reader.thread.join(timeout=2.0)
 
-    return _finish(config, s3, store if tracked else None, cp, upload, reader, log, started_at, changed)
+    return _with_leftovers(_finish(config, s3, store if tracked else None, cp, upload, reader, log, started_at,
+                                   changed), leftovers)
+
+
+def _with_leftovers(result: dict[str, Any], aborted: list[str]) -> dict[str, Any]:
+    """The result, with the leftover uploads of killed runs this backup aborted (see leftovers.py)."""
+    if aborted:
+        result["aborted_uploads"] = aborted
+    return result
 
 
 def _check_all_read(client: Any, cp: Checkpoint, docs: int) -> bool:
@@ -317,7 +348,7 @@ def _check_all_read(client: Any, cp: Checkpoint, docs: int) -> bool:
 def _checkpoint(config: Config, store: CheckpointStore, cp: Checkpoint, upload: cos.MultipartUpload, log: Log,
                 started_at: float) -> dict[str, Any]:
     """Deadline: keep the upload open, store parts + tail + resume point, hand over to the next invocation."""
-    existing = store.load()
+    existing, _ = store.read()
     if existing is not None and existing.upload_id != cp.upload_id:
         upload.abort()
         raise CosError(f"backing up '{cp.database}': another backup of it was checkpointed meanwhile "
@@ -330,6 +361,8 @@ def _checkpoint(config: Config, store: CheckpointStore, cp: Checkpoint, upload: 
     cp.invocations += 1
     try:
         store.save(cp, tail, previous_tail)
+    except LeaseLost:
+        raise  # another invocation holds the checkpoint now: the tails it names are its own
     except BaseException:
         # The upload is aborted next (the caller's cleanup): neither tail may outlive it.
         store.delete_tails(previous_tail, (cp.tail or {}).get("key"))

@@ -6,17 +6,32 @@ lines written since the last part (COS parts must be >= 5 MiB except the last, s
 cannot be a part yet). The next invocation with the same parameters picks both up and continues the
 same multipart upload; the final object is the same bytes a one-shot backup would have written.
 
-A lease (owner + expiry) in the checkpoint keeps two invocations from writing one upload at once.
+A lease (owner + expiry) in the checkpoint keeps two invocations from writing one upload at once. It is taken with a
+conditional write: a fresh backup creates its checkpoint with `If-None-Match: *`, a continuing one replaces the
+version it read with `If-Match: <its ETag>`. Of two invocations racing, the store lets exactly one write; the other
+gets 412 and stops before it writes anything. Every later write of the checkpoint is conditional on the ETag this
+invocation last wrote, so one whose lease was taken over (it outlived its deadline) fails instead of writing.
+
+Where the store ignores these headers, what still holds: the checkpoint is read back right after the lease is
+written, and before every act that could harm another invocation (completing, checkpointing, aborting the upload,
+deleting the checkpoint or a tail) the checkpoint must still be the very version this invocation wrote (its ETag).
+A loser never aborts or deletes the winner's upload, checkpoint or tail. The window left: two invocations whose
+lease writes both land before either reads back both believe they hold the lease and both upload parts into the
+same upload (the same part numbers, each replacing the other's) until the first of those checks, which only the
+one whose write landed last passes. That one's completion lists its own parts' ETags, so a part the other replaced
+with different bytes fails the completion (S3 checks every ETag) rather than the object; the tail object of an
+invocation number is shared the same way, and a mismatch is caught by its sha256 in the checkpoint.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
+import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from backup import cos
+from backup import cos, interrupt
 from backup.errors import CosError
 from backup.keys import checkpoint_key, tail_key
 from backup.log import Log
@@ -68,34 +83,115 @@ class Checkpoint:
         return cls(**{name: value[name] for name in cls.__dataclass_fields__ if name in value})
 
 
+class LeaseLost(CosError):
+    """Another invocation holds this backup's checkpoint (or another backup's checkpoint is there): this one stops
+    without writing, aborting or deleting anything of it."""
+
+
+def _encode(cp: Checkpoint) -> bytes:
+    return json.dumps(cp.to_json(), indent=1, sort_keys=True).encode()
+
+
+def _same(etag: str | None, other: str | None) -> bool:
+    """Two ETags name one version (quotes aside: a PUT's answer and a HEAD may spell them differently)."""
+    return etag is not None and other is not None and etag.strip('"') == other.strip('"')
+
+
+def _decode(body: bytes, where: str) -> Checkpoint:
+    try:
+        return Checkpoint.from_json(json.loads(body))
+    except (ValueError, TypeError):
+        raise CosError(f"{where} is not a readable checkpoint; delete it to start a fresh backup") from None
+
+
 class CheckpointStore:
-    """The checkpoint and tail objects of one database's backup, in the bucket."""
+    """The checkpoint and tail objects of one database's backup, in the bucket.
+
+    `etag` is the version of the checkpoint this invocation last read (load) or wrote: the lease is its own while the
+    stored checkpoint is still that version."""
 
     def __init__(self, s3: Any, bucket: str, prefix: str, db: str, host: str, log: Log) -> None:
         self.s3, self.bucket, self.log = s3, bucket, log
         self.prefix, self.db, self.host = prefix, db, host
         self.key = checkpoint_key(prefix, db, host)
+        self.etag: str | None = None
+
+    def read(self) -> tuple[Checkpoint | None, str | None]:
+        """The stored checkpoint and its ETag, (None, None) when there is none; changes nothing here."""
+        got = cos.read_versioned(self.s3, self.bucket, self.key)
+        if got is None:
+            return None, None
+        body, etag = got
+        return _decode(body, cos.where(self.bucket, self.key)), etag
 
     def load(self) -> Checkpoint | None:
-        if not cos.exists(self.s3, self.bucket, self.key):
-            return None
-        try:
-            return Checkpoint.from_json(cos.get_json(self.s3, self.bucket, self.key))
-        except (ValueError, TypeError):
-            raise CosError(
-                f"{cos.where(self.bucket, self.key)} is not a readable checkpoint; delete it to start a fresh backup"
-            ) from None
+        """Read the checkpoint at the start of a run: its version is the one a lease write replaces."""
+        cp, self.etag = self.read()
+        return cp
+
+    def _write(self, cp: Checkpoint, create: bool, lost: Callable[[], str]) -> None:
+        """Write cp over the version held (or, with `create`, where there is none); LeaseLost(lost()) when another
+        write came first. A 412 to the SDK's retry of our own write (its answer lost) is told apart by reading back:
+        the stored checkpoint is then exactly what we sent."""
+        body = _encode(cp)
+        if not create and self.etag is None:
+            raise LeaseLost(lost())
+        etag = cos.put_if(self.s3, self.bucket, self.key, body, etag=None if create else self.etag, create=create,
+                          log=self.log)
+        if etag is None:
+            got = cos.read_versioned(self.s3, self.bucket, self.key)
+            if got is None or got[0] != body:
+                raise LeaseLost(lost())
+            etag = got[1]
+            self.log.warning("checkpoint_write_confirmed", key=self.key,
+                             detail="the write's answer was lost; the checkpoint stored is this one's")
+        self.etag = etag
+
+    def create(self, cp: Checkpoint) -> None:
+        """A fresh backup's first checkpoint, only where there is none: two fresh backups of the database started at
+        once never share one checkpoint."""
+        self._write(cp, True, lambda: (
+            f"backing up '{cp.database}': another backup of it started meanwhile and keeps its state in "
+            f"{cos.where(self.bucket, self.key)}; this one stops so the two never mix"))
 
     def save(self, cp: Checkpoint, tail: bytes = b"", previous_tail: str | None = None) -> None:
         """A new tail object, then the checkpoint pointing at it, then the previous tail goes: a crash at
-        any point leaves a consistent pair (the old one, or the new one)."""
+        any point leaves a consistent pair (the old one, or the new one). Only while the lease is ours: else
+        LeaseLost, and nothing is written (but a tail, when the lease was taken over between the check and the
+        checkpoint's conditional write)."""
+        self.confirm(cp)
         if tail:
             key = tail_key(self.prefix, self.db, self.host, cp.invocations)
             cos.put_bytes(self.s3, self.bucket, key, tail)
             cp.tail = {**(cp.tail or {}), "key": key, "size": len(tail), "sha256": hashlib.sha256(tail).hexdigest()}
-        cos.put_json(self.s3, self.bucket, self.key, cp.to_json())
+        self._write(cp, False, lambda: self._taken_over(cp))
         if previous_tail and previous_tail != (cp.tail or {}).get("key"):
             self._delete(previous_tail)
+
+    def _taken_over(self, cp: Checkpoint) -> str:
+        return (f"another invocation took over the backup of '{cp.database}' (lease in "
+                f"{cos.where(self.bucket, self.key)}); not writing the same upload twice")
+
+    def owns(self) -> bool:
+        """True while the stored checkpoint is the version this invocation last read or wrote."""
+        return self.etag is not None and _same(cos.etag_of(self.s3, self.bucket, self.key), self.etag)
+
+    def confirm(self, cp: Checkpoint) -> None:
+        """LeaseLost unless the lease is still ours (before completing the upload or checkpointing it)."""
+        if not self.owns():
+            raise LeaseLost(self._taken_over(cp))
+
+    def may_abort(self, cp: Checkpoint) -> bool:
+        """Whether this invocation may abort cp's upload after a failure: not when the stored checkpoint refers to it
+        but is not our version (another invocation took the lease over and continues it), nor when that cannot be
+        read (then the checkpoint, still referring to it, lets a later run continue or abandon it). Never raises."""
+        try:
+            current, etag = self.read()
+        except CosError as exc:
+            self.log.warning("checkpoint_unreadable", key=self.key, error=str(exc),
+                             detail="the upload is not aborted: the checkpoint may still refer to it")
+            return False
+        return current is None or _same(etag, self.etag) or current.upload_id != cp.upload_id
 
     def load_tail(self, cp: Checkpoint) -> bytes:
         if not cp.tail:
@@ -107,35 +203,27 @@ class CheckpointStore:
         return body
 
     def acquire(self, cp: Checkpoint, owner: str, until: float) -> None:
-        """Take the lease, then read it back: of two invocations racing, at most one sees itself."""
+        """Take the lease: replace the version loaded, only if it is still there (If-Match). Then read it back (for
+        a store that ignores conditions: of two invocations racing there, a loser whose write landed first sees the
+        other's)."""
         cp.lease_owner, cp.lease_until = owner, until
-        cos.put_json(self.s3, self.bucket, self.key, cp.to_json())
-        time.sleep(0.2)  # let a racing writer's PUT land before we look
-        current = self.load()
-        if current is None or current.lease_owner != owner:
-            raise CosError(f"another invocation took over the backup of '{cp.database}' (lease in "
-                           f"{cos.where(self.bucket, self.key)}); not writing the same upload twice")
-
-    def release(self, cp: Checkpoint) -> None:
-        """Give the lease back (after a failure that leaves the checkpoint usable)."""
-        if self.holds(cp):
-            cp.lease_owner, cp.lease_until = None, 0.0
-            cos.put_json(self.s3, self.bucket, self.key, cp.to_json())
-
-    def holds(self, cp: Checkpoint) -> bool:
-        """True when the stored checkpoint is still this backup's (another may have replaced it)."""
-        try:
-            current = self.load()
-        except CosError:
-            return False
-        return current is not None and current.upload_id == cp.upload_id
+        self._write(cp, False, lambda: self._taken_over(cp))
+        if not self.owns():
+            raise LeaseLost(self._taken_over(cp))
 
     def delete(self, cp: Checkpoint) -> None:
-        """Remove this backup's checkpoint and tail, never another backup's that replaced them."""
-        if not self.holds(cp):
-            return
-        self.delete_tails((cp.tail or {}).get("key"))
-        self._delete(self.key)
+        """Remove this backup's checkpoint and tail, never another invocation's or backup's that replaced them."""
+        with interrupt.deferred():
+            try:
+                ours = self.owns()
+            except CosError as exc:
+                self.log.warning("checkpoint_cleanup_failed", key=self.key, error=str(exc))
+                return
+            if not ours:
+                return
+            self.delete_tails((cp.tail or {}).get("key"))
+            self._delete(self.key)
+            self.etag = None
 
     def delete_tails(self, *keys: str | None) -> None:
         for key in dict.fromkeys(k for k in keys if k):
@@ -148,8 +236,13 @@ class CheckpointStore:
             self.log.warning("checkpoint_cleanup_failed", key=key, error=str(exc))
 
     def abandon(self, cp: Checkpoint) -> None:
-        """Give up a stale checkpoint: abort its upload (no billed leftover), delete checkpoint and tail."""
-        cos.abort_upload(self.s3, self.bucket, cp.key, cp.upload_id, self.log)
-        self.delete(cp)
+        """Give up a stale checkpoint: abort its upload (no billed leftover), delete checkpoint and tail. Not when the
+        checkpoint changed since it was loaded (another invocation acted on it first: it is theirs now)."""
+        with interrupt.deferred():
+            if not self.owns():
+                raise LeaseLost(f"backing up '{cp.database}': another invocation acted on its stale checkpoint "
+                                f"{cos.where(self.bucket, self.key)} meanwhile; leaving it to that one")
+            cos.abort_upload(self.s3, self.bucket, cp.key, cp.upload_id, self.log)
+            self.delete(cp)
         self.log.warning("checkpoint_abandoned", database=cp.database, key=cp.key, created=cp.created)
 

@@ -15,7 +15,9 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from backup import interrupt
 from backup.action import run
+from backup.config import looks_like_ours
 from backup.errors import BackupError, ConfigError
 from backup.log import Log
 from backup.redaction import IDENTIFIERS, redact, redact_all
@@ -48,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def build_args(ns: argparse.Namespace, environ: dict[str, str]) -> dict[str, Any]:
-    args: dict[str, Any] = dict(environ)
+    # Only the environment variables that are parameters, or look like one (a typo gets a warning): never PATH & co.
+    args: dict[str, Any] = {name: value for name, value in environ.items() if looks_like_ours(name)}
     args["OPERATION"] = ns.operation
     flags = {"db": "CLOUDANT_DB", "key": "COS_KEY", "source_db": "SOURCE_DB", "prefix": "COS_PREFIX"}
     for attr, name in flags.items():
@@ -71,14 +74,19 @@ def build_args(ns: argparse.Namespace, environ: dict[str, str]) -> dict[str, Any
 def main(argv: Sequence[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     log = Log(stream=sys.stderr, quiet=ns.quiet)
-    try:
-        result = redact_all(run(build_args(ns, dict(os.environ)), log), IDENTIFIERS)
-        code = 1 if "error" in result else 0  # e.g. some databases of a fan-out failed
-    except BackupError as exc:
-        result, code = {"error": redact(str(exc)), "kind": exc.kind}, exc.exit_code
-        log.error("failed", kind=exc.kind, error=result["error"])
-    except Exception as exc:  # noqa: BLE001 - a bug still ends with a clear, redacted message
-        result, code = {"error": redact(f"unexpected {type(exc).__name__}: {exc}"), "kind": "internal"}, 1
-        log.error("crashed", error=result["error"], traceback=redact(traceback.format_exc()))
-    print(json.dumps(result, ensure_ascii=False))
+    # SIGTERM/SIGINT: caught from here to the result line (raised only while the operation runs, see
+    # backup.interrupt), so a signal never ends in a traceback or a missing result.
+    with interrupt.signals_handled() as stop:
+        try:
+            result = redact_all(run(build_args(ns, dict(os.environ)), log), IDENTIFIERS)
+            code = 1 if "error" in result else 0  # e.g. some databases of a fan-out failed
+            if code and stop is not None and stop.signum is not None:
+                code = 128 + stop.signum  # a fan-out a signal stopped: its databases since then failed
+        except BackupError as exc:
+            result, code = {"error": redact(str(exc)), "kind": exc.kind}, exc.exit_code
+            log.error("failed", kind=exc.kind, error=result["error"])
+        except Exception as exc:  # noqa: BLE001 - a bug still ends with a clear, redacted message
+            result, code = {"error": redact(f"unexpected {type(exc).__name__}: {exc}"), "kind": "internal"}, 1
+            log.error("crashed", error=result["error"], traceback=redact(traceback.format_exc()))
+        print(json.dumps(result, ensure_ascii=False), flush=True)
     return code

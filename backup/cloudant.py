@@ -11,16 +11,21 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from ibm_cloud_sdk_core import ApiException
 from ibm_cloud_sdk_core.authenticators import BasicAuthenticator, IAMAuthenticator, NoAuthAuthenticator
+from ibm_cloud_sdk_core.http_adapter import SSLHTTPAdapter
 from ibmcloudant.cloudant_v1 import CloudantV1
+from urllib3.util.retry import Retry
 
+from backup import interrupt
 from backup.config import CloudantConfig
-from backup.errors import CloudantError
+from backup.errors import CloudantError, Interrupted
 from backup.leaves import live_leaves as _row_live_leaves
+from backup.log import Log
 from backup.rows import Doc, Page, RowsFormatError, bulk_get_answers, iter_docs, iter_rows, page_docs, page_limit
 
 # `_all_docs` has no "until the end" on pouchdb-server without an end_key (it drops ids starting at or
@@ -38,12 +43,13 @@ PAGE_BUFFER = 16 * 1024 * 1024
 T = TypeVar("T")
 
 
-def make_client(cfg: CloudantConfig, timeout: int, max_retries: int) -> CloudantV1:
-    """A client with retries on 429/5xx (honouring Retry-After) and a timeout on every request."""
+def make_client(cfg: CloudantConfig, timeout: int, max_retries: int, log: Log | None = None) -> CloudantV1:
+    """A client with retries on 429/5xx (honouring Retry-After) and a timeout on every request; with `log`,
+    each retry logs a line (see `LoggedRetry`)."""
     if cfg.auth == "iam":
         assert cfg.iam_key is not None
-        auth: Any = IAMAuthenticator(
-            cfg.iam_key.reveal(), url=cfg.iam_token_url, disable_ssl_verification=not cfg.verify_tls
+        auth: Any = IAMAuthenticator(  # the token exchange always checks TLS: DISABLE_TLS_VERIFY is for CLOUDANT_URL only
+            cfg.iam_key.reveal(), url=cfg.iam_token_url, disable_ssl_verification=False
         )
     elif cfg.auth == "basic":
         assert cfg.username is not None and cfg.password is not None
@@ -62,7 +68,94 @@ def make_client(cfg: CloudantConfig, timeout: int, max_retries: int) -> Cloudant
         client.set_enable_gzip_compression(False)
     if max_retries:
         client.enable_retries(max_retries=max_retries, retry_interval=30.0)
+        if log is not None:
+            enable_logged_retries(client, _retry_logger(log))
     return client
+
+
+# A retry about to be made: (method, URL, HTTP status or None, error or None, number of the attempt it makes,
+# seconds waited before it).
+RetryCallback = Callable[[str | None, str | None, int | None, Exception | None, int, float | None], None]
+
+
+class LoggedRetry(Retry):
+    """urllib3's Retry that tells `on_retry` about each retry before its wait: the SDK's retries say nothing
+    while they wait (up to 30 s each). Its copies (`new`, one per attempt) keep the callback."""
+
+    on_retry: RetryCallback | None = None
+
+    def new(self, **kw: Any) -> Self:
+        retry = super().new(**kw)
+        retry.on_retry = self.on_retry
+        return retry
+
+    def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
+                  error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> Self:
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)  # raises when exhausted
+        if self.on_retry is not None:
+            try:
+                self.on_retry(method, url, getattr(response, "status", None) if error is None else None, error,
+                              len(retry.history) + 1, retry.wait_before(response))
+            except Exception:  # noqa: BLE001 - a log line never fails the request it describes
+                pass
+        return retry
+
+    def wait_before(self, response: Any = None) -> float | None:
+        """What `sleep(response)` waits: the response's Retry-After when honoured and set, else the backoff."""
+        try:
+            if self.respect_retry_after_header and response is not None:
+                after = self.get_retry_after(response)
+                if after:
+                    return float(after)
+            return float(self.get_backoff_time())
+        except Exception:  # noqa: BLE001 - an unparsable Retry-After: urllib3's sleep reports it
+            return None
+
+
+def enable_logged_retries(client: CloudantV1, on_retry: RetryCallback) -> None:
+    """Replace the retries `client.enable_retries` set up by the same policy (the SDK's: its status list, its
+    methods including POST, Retry-After honoured, its backoff and cap) as a LoggedRetry calling `on_retry`, mounted
+    the way the SDK mounts its own (and remounts it, e.g. in set_disable_ssl_verification: `retry_config`)."""
+    sdk = client.retry_config
+    if sdk is None:
+        return
+    retry = LoggedRetry(
+        total=sdk.total, connect=sdk.connect, read=sdk.read, redirect=sdk.redirect, status=sdk.status, other=sdk.other,
+        allowed_methods=sdk.allowed_methods, status_forcelist=sdk.status_forcelist, backoff_factor=sdk.backoff_factor,
+        backoff_max=sdk.backoff_max, raise_on_redirect=sdk.raise_on_redirect, raise_on_status=sdk.raise_on_status,
+        respect_retry_after_header=sdk.respect_retry_after_header, backoff_jitter=sdk.backoff_jitter,
+        remove_headers_on_redirect=sdk.remove_headers_on_redirect, retry_after_max=sdk.retry_after_max,
+    )
+    retry.on_retry = on_retry
+    client.retry_config = retry
+    client.http_adapter = SSLHTTPAdapter(max_retries=retry, _disable_ssl_verification=client.disable_ssl_verification)
+    client.http_client.mount("http://", client.http_adapter)
+    client.http_client.mount("https://", client.http_adapter)
+
+
+def request_path(url: str | None) -> str:
+    """The path of a request's URL, without scheme, host, userinfo, query or fragment (a log may show it)."""
+    return urlsplit(url or "").path or "/"
+
+
+def error_name(error: BaseException) -> str:
+    """A network error's class, with the one it wraps (urllib3's ProtocolError(..., RemoteDisconnected(...))):
+    never its message, which may name the host."""
+    inner = error.args[-1] if error.args else None
+    return f"{type(error).__name__}({type(inner).__name__})" if isinstance(inner, BaseException) else type(error).__name__
+
+
+def _retry_logger(log: Log) -> RetryCallback:
+    def on_retry(method: str | None, url: str | None, status: int | None, error: Exception | None, attempt: int,
+                 wait: float | None) -> None:
+        fields: dict[str, Any] = {"service": "cloudant", "request": f"{method or '?'} {request_path(url)}"}
+        if status is not None:
+            fields["status"] = status
+        if error is not None:
+            fields["error"] = error_name(error)
+        log.warning("retry", **fields, attempt=attempt, wait=None if wait is None else round(wait, 3))
+
+    return on_retry
 
 
 def describe(exc: BaseException, what: str, where: str) -> CloudantError:
@@ -101,12 +194,15 @@ def _reason(exc: BaseException) -> str:
 def call(what: str, where: str, fn: Callable[[], T]) -> T:
     """Run one SDK call, retrying body-level network faults, and translate any failure."""
     for attempt in range(BODY_RETRIES + 1):
+        interrupt.check()  # a signal the SDK swallowed, or held during a clean-up, stops the run before its next request
         try:
             return fn()
         except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
             if attempt == BODY_RETRIES:
                 raise describe(exc, what, where) from None
             time.sleep(min(2 ** attempt, 10))
+        except Interrupted:  # a signal, raised inside the SDK's request: not a Cloudant failure
+            raise
         except Exception as exc:  # noqa: BLE001 - the one place SDK errors become CloudantError
             raise describe(exc, what, where) from None
     raise AssertionError("unreachable")

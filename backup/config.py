@@ -6,8 +6,9 @@ or raises one `ConfigError` that lists every problem found.
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -62,12 +63,26 @@ TUNABLES = (
 )
 BACKUP_MODES = ("full", "incremental")
 # Parameters that carry no secret: the only ones passed on when the action invokes itself (continuing a
-# backup, fanning out databases). Credentials come from the action's bound parameters on the platform.
+# backup, fanning out databases). Credentials come from the action's bound parameters on the platform, and so does
+# IAM_TOKEN_URL: the IAM API keys are sent to it, so it never travels in a payload.
 PUBLIC_PARAMS = (
-    "OPERATION", "BACKUP_MODE", "COS_PREFIX", "COS_BUCKET", "COS_ENDPOINT", "IAM_TOKEN_URL", "CONTINUE_ASYNC",
+    "OPERATION", "BACKUP_MODE", "COS_PREFIX", "COS_BUCKET", "COS_ENDPOINT", "CONTINUE_ASYNC",
     "CLOUDANT_GZIP",
     "INCLUDE_SYSTEM_DBS", "DISABLE_TLS_VERIFY", *(t.name for t in TUNABLES),
 )
+# Every parameter this tool reads (tests/unit/test_typos.py checks that load_config reads no other). Any other name
+# that looks like one of these is probably a typo: it gets a warning (see `unknown_parameters`).
+PARAMETERS = (
+    "OPERATION", "CLOUDANT_URL", "CLOUDANT_DB", "CLOUDANT_IAM_KEY", "CLOUDANT_USERNAME", "CLOUDANT_PASSWORD",
+    "CLOUDANT_GZIP", "COS_ENDPOINT", "COS_BUCKET", "COS_API_KEY", "COS_SERVICE_INSTANCE_ID", "COS_ACCESS_KEY_ID",
+    "COS_SECRET_ACCESS_KEY", "COS_PREFIX", "COS_KEY", "IAM_TOKEN_URL", "DISABLE_TLS_VERIFY", "SOURCE_DB", "SOURCE_URL",
+    "CREATE_TARGET", "ALLOW_NON_EMPTY_TARGET", "BACKUP_MODE", "CONTINUE_ASYNC", "CONTINUE_HOP", "INCLUDE_SYSTEM_DBS",
+    *(t.name for t in TUNABLES),
+)
+# An unknown name with one of these prefixes is meant for us, whatever else it says.
+OUR_PREFIXES = ("CLOUDANT_", "COS_", "BACKUP_", "RESTORE_", "KEEP_", "FULL_")
+# ...and so is one this close to a parameter's name (insertions, deletions, substitutions, swaps).
+TYPO_DISTANCE = 2
 
 
 @dataclass(frozen=True)
@@ -119,6 +134,8 @@ class Config:
     continue_async: bool = False
     hop: int = 0  # CONTINUE_HOP: how many times this backup already re-invoked itself
     public_params: dict[str, Any] = field(default_factory=dict)  # PUBLIC_PARAMS as given
+    # What the run should say before it starts (log and result): probable typos, an anonymous connection.
+    warnings: tuple[str, ...] = ()
 
     def tune(self, name: str) -> int:
         return self.tuning[name]
@@ -204,6 +221,61 @@ def check_db_name(name: str, param: str, system: bool = True) -> str | None:
             "only names starting with '_')"
         )
     return None
+
+
+def _distance(a: str, b: str) -> int:
+    """Edit distance (optimal string alignment: an insertion, deletion, substitution or swap of neighbours each
+    count 1)."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            cost = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, previous2[j - 2] + 1)
+            row.append(cost)
+        previous2, previous = previous, row
+    return previous[-1]
+
+
+def _closest(name: str) -> tuple[str, int]:
+    """The parameter whose name is nearest to `name` (case ignored), and how near."""
+    upper = name.strip().upper()
+    return min(((known, _distance(upper, known)) for known in PARAMETERS), key=lambda pair: pair[1])
+
+
+def looks_like_ours(name: str) -> bool:
+    """A parameter, or a name that is probably meant to be one: one of OUR_PREFIXES, or within TYPO_DISTANCE of a
+    parameter's name (case ignored). Never a platform field: a trigger's `__ow_*`, an activation's `__OW_*`."""
+    if not isinstance(name, str) or name.lower().startswith("__ow_"):
+        return False
+    upper = name.strip().upper()
+    return upper.startswith(OUR_PREFIXES) or _closest(name)[1] <= TYPO_DISTANCE
+
+
+def unknown_parameters(names: Iterable[Any]) -> list[str]:
+    """A warning for each name that is not a parameter but looks like one, with the parameter it probably means."""
+    warnings = []
+    for name in names:
+        if name in PARAMETERS or not looks_like_ours(name):
+            continue
+        known, distance = _closest(name)
+        if distance <= max(TYPO_DISTANCE, len(known) // 4):
+            warnings.append(f"unknown parameter {name} (did you mean {known}?)")
+        else:
+            warnings.append(f"unknown parameter {name} (ignored)")
+    return warnings
+
+
+def _is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: a token endpoint on this machine (a test's stand-in)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def host_of(url: str) -> str:
@@ -395,7 +467,8 @@ def _cos(p: _Problems, verify_tls: bool, token_url: str) -> CosConfig | None:
 
 
 def load_config(args: Mapping[str, Any]) -> Config:
-    """Validate every parameter; raise one ConfigError listing all problems. Unknown keys are ignored."""
+    """Validate every parameter; raise one ConfigError listing all problems. Unknown keys are ignored, but those
+    that look like a parameter (a typo) are named in `Config.warnings` (and in the error, if there is one)."""
     if not isinstance(args, Mapping):
         raise ConfigError(f"parameters must be a JSON object, got {type(args).__name__}")
     p = _Problems(args)
@@ -420,6 +493,10 @@ def load_config(args: Mapping[str, Any]) -> Config:
         elif not _host_is_valid(token_parts.hostname):
             p.add("IAM_TOKEN_URL has an invalid host name (letters, digits, '.', '-' and '_' only, or an IPv6 "
                   "address in [])")
+        elif token_parts.scheme != "https" and not _is_loopback(token_parts.hostname):
+            # The IAM API keys are sent to it: in clear text over http, anyone on the way could take them.
+            p.add(f"IAM_TOKEN_URL must use https:// (http:// only on a loopback host: 127.0.0.1, ::1 or localhost), "
+                  f"got {_without_userinfo(token_url)!r}")
     verify_tls = not p.flag("DISABLE_TLS_VERIFY")
     needs_db = operation in ("backup", "restore")
     db = p.text("CLOUDANT_DB", required=needs_db)
@@ -458,12 +535,17 @@ def load_config(args: Mapping[str, Any]) -> Config:
     continue_async = p.flag("CONTINUE_ASYNC")
     create_target = p.flag("CREATE_TARGET")
     allow_non_empty = p.flag("ALLOW_NON_EMPTY_TARGET")
+    warnings = unknown_parameters(args)
     if p.items:
-        raise ConfigError("invalid parameters: " + "; ".join(p.items))
+        raise ConfigError("invalid parameters: " + "; ".join(p.items + warnings))  # a typo may be why
     assert cos is not None and (cloudant is not None or not needs_db)
+    if cloudant is not None and cloudant.auth == "none":
+        warnings.append("no Cloudant credentials (CLOUDANT_IAM_KEY, CLOUDANT_USERNAME + CLOUDANT_PASSWORD, or "
+                        "user:password in CLOUDANT_URL): connecting anonymously")
     return Config(
         operation=operation, db=db, cloudant=cloudant, cos=cos, tuning=tuning, key=key, source_db=source_db,
         source_host=source_host, create_target=create_target, allow_non_empty=allow_non_empty, mode=mode, dbs=dbs, many=many,
         include_system_dbs=include_system_dbs, continue_async=continue_async, hop=hop,
         public_params={name: args[name] for name in PUBLIC_PARAMS if args.get(name) is not None},
+        warnings=tuple(warnings),
     )

@@ -10,19 +10,25 @@ import functools
 import hashlib
 import json
 import random
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import ibm_boto3
+import requests
 import urllib3
 from ibm_botocore.client import Config as BotoConfig
-from ibm_botocore.exceptions import BotoCoreError, ClientError
+from ibm_botocore.credentials import DefaultTokenManager
+from ibm_botocore.exceptions import BotoCoreError, ClientError, CredentialRetrievalError
+from ibm_botocore.retries import standard as retries_standard
 
+from backup import interrupt
 from backup.config import CosConfig
 from backup.deadline import Deadline
-from backup.errors import CosError
+from backup.errors import BackupError, CosError
 from backup.log import Log
 from backup.parts import MAX_PARTS, part_size
 
@@ -33,8 +39,9 @@ READ_CHUNK = 1024 * 1024
 BODY_RESUMES = 3
 
 
-def make_client(cfg: CosConfig, timeout: int, max_retries: int) -> Any:
-    """An S3 client: IAM (oauth signatures, token from IAM_TOKEN_URL) or HMAC (signature v4)."""
+def make_client(cfg: CosConfig, timeout: int, max_retries: int, log: Log | None = None) -> Any:
+    """An S3 client: IAM (oauth signatures, token from IAM_TOKEN_URL) or HMAC (signature v4). With `log`, each
+    retry logs a line (see `_log_retries`)."""
     boto_cfg = BotoConfig(
         signature_version="oauth" if cfg.auth == "iam" else "s3v4",
         connect_timeout=min(timeout, 30),
@@ -45,17 +52,66 @@ def make_client(cfg: CosConfig, timeout: int, max_retries: int) -> Any:
     kwargs: dict[str, Any] = {"endpoint_url": cfg.endpoint, "config": boto_cfg, "verify": cfg.verify_tls}
     if cfg.auth == "iam":
         assert cfg.api_key is not None
+        # A token manager of our own: ibm_boto3 hands `verify` to the one it makes, so DISABLE_TLS_VERIFY would reach
+        # the IAM token exchange too; this one always checks TLS (DISABLE_TLS_VERIFY is for COS_ENDPOINT only).
         kwargs.update(
-            ibm_api_key_id=cfg.api_key.reveal(),
+            token_manager=DefaultTokenManager(api_key_id=cfg.api_key.reveal(), service_instance_id=cfg.service_instance_id,
+                                              auth_endpoint=cfg.iam_token_url, verify=True),
             ibm_service_instance_id=cfg.service_instance_id,
-            ibm_auth_endpoint=cfg.iam_token_url,
         )
     else:
         assert cfg.secret_access_key is not None
         kwargs.update(aws_access_key_id=cfg.access_key_id, aws_secret_access_key=cfg.secret_access_key.reveal())
     client = ibm_boto3.client("s3", **kwargs)
-    client.meta.events.register("needs-retry.s3", _retry_too_many_requests(max_retries))
+    if log is None:
+        client.meta.events.register("needs-retry.s3", _retry_too_many_requests(max_retries))
+    else:
+        _log_retries(client, _retry_too_many_requests(max_retries), log)
     return client
+
+
+def _log_retries(client: Any, too_many: Callable[..., float | None], log: Log) -> None:
+    """botocore decides a retry in the `needs-retry` handlers (the first answer that is not None is the wait) and
+    sleeps without a word. The client's standard-mode handler is replaced by the same one (botocore's own, built
+    again: it cannot be read back) and `too_many` behind it, in one handler that logs each retry it decides."""
+    events, service = client.meta.events, client.meta.service_model.service_id.hyphenize()
+    event, unique_id = f"needs-retry.{service}", f"retry-config-{service}"  # as botocore registers its own
+    max_attempts = client.meta.config.retries.get("total_max_attempts")
+    events.unregister(event, unique_id=unique_id)
+    standard = retries_standard.register_retry_handler(
+        client, **({"max_attempts": max_attempts} if max_attempts is not None else {}))
+    events.unregister(event, unique_id=unique_id)
+
+    def needs_retry(**kwargs: Any) -> float | None:
+        wait = standard.needs_retry(**kwargs)
+        if wait is None:
+            wait = too_many(**kwargs)
+        if wait is not None:
+            try:
+                log.warning("retry", **_retry_fields(kwargs), attempt=int(kwargs.get("attempts") or 0) + 1,
+                            wait=round(float(wait), 3))
+            except Exception:  # noqa: BLE001 - a log line never fails the request it describes
+                pass
+        return wait
+
+    events.register(event, needs_retry, unique_id=unique_id)
+
+
+def _retry_fields(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What a `needs-retry` event retries: method and URL path (never the host, its userinfo or the query), and
+    why: the HTTP status and S3 error code, or the exception's class (its message names the endpoint)."""
+    request = kwargs.get("request_dict") or {}
+    path = urlsplit(str(request.get("url") or "")).path or "/"
+    fields: dict[str, Any] = {"service": "cos", "request": f"{request.get('method') or '?'} {path}"}
+    response, error = kwargs.get("response"), kwargs.get("caught_exception")
+    if response is not None:
+        fields["status"] = getattr(response[0], "status_code", None)
+        code = (response[1] or {}).get("Error", {}).get("Code")
+        if code:
+            fields["error"] = str(code)
+    elif error is not None:
+        fields["error"] = type(error).__name__
+    return fields
 
 
 def _retry_too_many_requests(max_retries: int) -> Callable[..., float | None]:
@@ -89,8 +145,8 @@ _HINTS = {
 }
 
 
-def describe(exc: BaseException, what: str) -> CosError:
-    if isinstance(exc, CosError):
+def describe(exc: BaseException, what: str) -> BackupError:
+    if isinstance(exc, BackupError):  # ours already (a signal's Interrupted raised inside an SDK call, too)
         return exc
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
@@ -98,18 +154,25 @@ def describe(exc: BaseException, what: str) -> CosError:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         hint = _HINTS.get(code) or f"{code or status}: {error.get('Message') or exc}"
         return CosError(f"{what}: {hint}")
+    # An IAM failure only when the request that failed went to the token endpoint, told by what raised, never by
+    # words in a message (a bucket named api-tokens is not an IAM problem): the token manager raises
+    # CredentialRetrievalError when the endpoint answers with an error, and it alone uses `requests` (S3 requests go
+    # through botocore's own urllib3 session, whose errors are BotoCoreErrors, some of them also subclassing requests'
+    # for compatibility), so a requests exception that is no BotoCoreError is a token request that got no answer.
+    if isinstance(exc, CredentialRetrievalError):
+        return CosError(f"{what}: IAM authentication failed: the IAM token endpoint refused COS_API_KEY "
+                        f"(check COS_API_KEY and IAM_TOKEN_URL): {exc}")
     if isinstance(exc, BotoCoreError):
-        if "Credential" in type(exc).__name__ or "token" in str(exc).lower():
-            return CosError(f"{what}: IAM authentication failed: the token endpoint refused COS_API_KEY "
-                            f"(check COS_API_KEY and IAM_TOKEN_URL): {exc}")
         return CosError(f"{what}: {exc}")
-    text = str(exc)
-    if "token" in text.lower() or "iam" in type(exc).__name__.lower():
-        return CosError(f"{what}: IAM authentication failed (check COS_API_KEY and IAM_TOKEN_URL): {type(exc).__name__}: {text}")
-    return CosError(f"{what}: {type(exc).__name__}: {text}")
+    if isinstance(exc, requests.RequestException):
+        url = getattr(exc.request, "url", None) or "IAM_TOKEN_URL"
+        return CosError(f"{what}: IAM authentication failed: the IAM token endpoint {url} could not be reached "
+                        f"(check IAM_TOKEN_URL): {type(exc).__name__}: {exc}")
+    return CosError(f"{what}: {type(exc).__name__}: {exc}")
 
 
 def call(what: str, fn: Callable[[], T]) -> T:
+    interrupt.check()  # a signal the SDK swallowed, or held during a clean-up, stops the run before its next request
     try:
         return fn()
     except Exception as exc:  # noqa: BLE001 - the one place SDK errors become CosError
@@ -137,14 +200,18 @@ class MultipartUpload:
     sha256, and the `mark` (resume point), docs and lines totals of its last line: what a checkpoint needs.
     Use as a context manager: leaving it with an exception aborts the upload. Leaving it normally without
     `complete()` keeps it open on purpose (a checkpointed backup continues it later).
+
+    `guard`, when set, is asked before an abort: False means another invocation now owns this upload (it took the
+    checkpoint's lease over), and the upload is left to it.
     """
 
     def __init__(self, s3: Any, bucket: str, key: str, base_part_size: int, log: Log,
                  metadata: dict[str, str] | None = None, upload_id: str | None = None,
                  parts: list[dict[str, Any]] | None = None, next_part: int = 0,
-                 deadline: Deadline | None = None) -> None:
+                 deadline: Deadline | None = None, guard: Callable[[], bool] | None = None) -> None:
         self.s3, self.bucket, self.key = s3, bucket, key
         self.deadline = deadline
+        self.guard = guard
         self.base = base_part_size
         self.log = log
         self.metadata = metadata or {}
@@ -160,6 +227,7 @@ class MultipartUpload:
         # A part number given up by a checkpoint is never reused (next_part): its request may still land.
         self._next_number = max(next_part, self.parts[-1]["PartNumber"] + 1 if self.parts else 1)
         self._completed = False
+        self._aborted = False  # abort() ran (a second call does nothing)
         self._abandoned = False  # a stalled part was left behind: do not wait for its thread
 
     @property
@@ -172,6 +240,10 @@ class MultipartUpload:
         """Bytes in uploaded parts."""
         return sum(p["size"] for p in self.parts)
 
+    @property
+    def completed(self) -> bool:
+        return self._completed
+
     def __enter__(self) -> MultipartUpload:
         if self.upload_id is None:
             response = call(
@@ -181,7 +253,26 @@ class MultipartUpload:
                 ),
             )
             self.upload_id = response["UploadId"]
+            if response.get("ResponseMetadata", {}).get("RetryAttempts"):
+                self._abort_duplicates()
         return self
+
+    def _abort_duplicates(self) -> None:
+        """The SDK sent the create again (an answer lost or late): the earlier attempt may have made an upload too,
+        which nobody knows of. Abort every upload of this key but ours (the key is this backup's alone: a new time
+        with microseconds, checked free before starting). Never raises: what is left, the next backup's leftover
+        cleaning or the bucket's lifecycle rule removes."""
+        try:
+            uploads = list_uploads(self.s3, self.bucket, self.key)
+        except CosError as exc:
+            self.log.warning("duplicate_uploads_unknown", key=self.key, error=str(exc))
+            return
+        for upload in uploads:
+            if upload.get("Key") == self.key and upload.get("UploadId") != self.upload_id:
+                with interrupt.deferred():
+                    abort_upload(self.s3, self.bucket, self.key, upload["UploadId"], self.log)
+                self.log.warning("duplicate_upload_aborted", key=self.key,
+                                 detail="the SDK retried starting the upload (an answer lost): the first one is aborted")
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
@@ -300,10 +391,24 @@ class MultipartUpload:
         return head.get("ContentLength") == self.uploaded_bytes and head.get("ETag") == expected
 
     def abort(self) -> None:
-        """Abort, so no object appears and no billed incomplete upload remains. Never raises."""
-        if self.upload_id is None:
+        """Abort, so no object appears and no billed incomplete upload remains. Never raises (but for a signal held
+        meanwhile, raised at its end: the abort itself is never cut short). Once only; nothing after complete();
+        nothing when the guard says another invocation owns the upload now."""
+        if self.upload_id is None or self._aborted or self._completed:
             return
+        self._aborted = True
+        with interrupt.deferred():
+            self._abort()
+
+    def _abort(self) -> None:
+        assert self.upload_id is not None
         self._buffer = bytearray()
+        if self.guard is not None and not self.guard():
+            self._in_flight = None
+            self._abandoned = True  # its part uploads are the new owner's business: do not wait for them
+            self.log.warning("upload_left_to_its_owner", bucket=self.bucket, key=self.key,
+                             detail="another invocation holds this backup's checkpoint now: its upload is not aborted")
+            return
         late = None
         if self._in_flight is not None:  # a part landing after the abort can re-create storage: wait for it,
             try:                         # but never past the deadline
@@ -383,6 +488,18 @@ def exists(s3: Any, bucket: str, key: str) -> bool:
         raise describe(exc, f"checking {where(bucket, key)}") from None
 
 
+def size(s3: Any, bucket: str, key: str) -> int | None:
+    """The object's size in bytes (one HEAD), or None when there is no such object."""
+    try:
+        return int(s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
+    except ClientError as exc:
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+            return None
+        raise describe(exc, f"checking {where(bucket, key)}") from None
+    except Exception as exc:  # noqa: BLE001 - network or auth failure, reported as CosError
+        raise describe(exc, f"checking {where(bucket, key)}") from None
+
+
 def delete(s3: Any, bucket: str, key: str) -> None:
     call(f"deleting {where(bucket, key)}", lambda: s3.delete_object(Bucket=bucket, Key=key))
 
@@ -401,15 +518,17 @@ def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
         token = page.get("NextContinuationToken")
 
 
-def iter_chunks(s3: Any, bucket: str, key: str) -> Iterator[bytes]:
-    """The object's bytes as a stream of chunks: memory holds one chunk, whatever the object size.
+def iter_chunks(s3: Any, bucket: str, key: str, start: int = 0) -> Iterator[bytes]:
+    """The object's bytes (from byte `start` on) as a stream of chunks: memory holds one chunk, whatever the
+    object size.
 
     A connection cut mid-body is resumed with a ranged GET from the last byte received (If-Match on the
     ETag, so the bytes still come from the same object), up to BODY_RESUMES times.
     """
     what = f"reading {where(bucket, key)}"
-    response = call(what, lambda: s3.get_object(Bucket=bucket, Key=key))
-    etag, body, offset, resumes = response.get("ETag"), response["Body"], 0, 0
+    ranged = {"Range": f"bytes={start}-"} if start else {}
+    response = call(what, functools.partial(s3.get_object, Bucket=bucket, Key=key, **ranged))
+    etag, body, offset, resumes = response.get("ETag"), response["Body"], start, 0
     try:
         while True:
             try:
@@ -429,3 +548,127 @@ def iter_chunks(s3: Any, bucket: str, key: str) -> Iterator[bytes]:
             yield chunk
     finally:
         body.close()
+
+
+def list_uploads(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """Every incomplete multipart upload whose key starts with prefix (Key, UploadId, Initiated), page by page."""
+    found: list[dict[str, Any]] = []
+    markers: dict[str, str] = {}
+    while True:
+        page = call(f"listing the incomplete uploads under {where(bucket, prefix)}",
+                    functools.partial(s3.list_multipart_uploads, Bucket=bucket, Prefix=prefix, **markers))
+        found.extend(page.get("Uploads") or [])
+        if not page.get("IsTruncated") or not page.get("NextKeyMarker"):
+            return found
+        markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page.get("NextUploadIdMarker") or ""}
+
+
+def list_parts(s3: Any, bucket: str, key: str, upload_id: str) -> list[dict[str, Any]]:
+    """Every part of one multipart upload (PartNumber, Size, ETag, LastModified), page by page."""
+    found: list[dict[str, Any]] = []
+    marker: dict[str, int] = {}
+    while True:
+        page = call(f"listing the parts of an upload of {where(bucket, key)}",
+                    functools.partial(s3.list_parts, Bucket=bucket, Key=key, UploadId=upload_id, **marker))
+        found.extend(page.get("Parts") or [])
+        if not page.get("IsTruncated") or not page.get("NextPartNumberMarker"):
+            return found
+        marker = {"PartNumberMarker": int(page["NextPartNumberMarker"])}
+
+
+# -- conditional writes: `If-None-Match: *` (create only) and `If-Match: <etag>` (replace only that version) on
+# PutObject. ibm_botocore's PutObject model has neither parameter, so they travel as call parameters that a
+# `before-parameter-build` handler takes out (before validation) and a `before-call` handler turns into headers
+# (before signing: SigV4 signs them). Only the calls of put_if pass them; every other PutObject is untouched.
+
+_CONDITIONS = {"IfMatch": "If-Match", "IfNoneMatch": "If-None-Match"}
+_CONTEXT_KEY = "cloudant_cos_backup_conditions"
+
+
+def _take_conditions(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    taken = {name: params.pop(name) for name in list(_CONDITIONS) if name in params}
+    if taken:
+        context[_CONTEXT_KEY] = taken
+
+
+def _add_condition_headers(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    for name, value in (context.get(_CONTEXT_KEY) or {}).items():
+        params.setdefault("headers", {})[_CONDITIONS[name]] = value
+
+
+def _with_conditions(s3: Any) -> Any:
+    events = s3.meta.events  # registering twice under one unique_id is a no-op
+    events.register("before-parameter-build.s3.PutObject", _take_conditions, unique_id="cloudant-cos-backup-if-params")
+    events.register("before-call.s3.PutObject", _add_condition_headers, unique_id="cloudant-cos-backup-if-headers")
+    return s3
+
+
+# 412: the condition does not hold; 409 ConditionalRequestConflict: a concurrent write to the key (S3); 404 NoSuchKey:
+# If-Match on a key that is gone (S3 and moto; SeaweedFS answers 412).
+_PRECONDITION_FAILED = {412, 409, 404}
+# A store that refuses the headers outright (rather than ignoring them): 501 NotImplemented, 400 for an unknown one.
+_CONDITIONS_REFUSED = {400, 501}
+_REFUSED_BY: weakref.WeakSet[Any] = weakref.WeakSet()  # clients whose store refused them: written without
+
+
+def put_if(s3: Any, bucket: str, key: str, body: bytes, *, etag: str | None = None, create: bool = False,
+           log: Log | None = None) -> str | None:
+    """Write body at key only if the object there is still the version `etag` (If-Match), or, with `create`, only
+    if there is none (If-None-Match: *). The new ETag, or None when the condition failed.
+
+    A store that ignores the headers writes unconditionally (see checkpoint.py for what then still holds); one that
+    refuses them (400, 501) is written to without them from then on, with a warning. When the SDK retries a write
+    whose answer was lost, the retry itself can fail its condition (the first one landed): the caller reads the
+    object back to tell."""
+    conditions = {"IfNoneMatch": "*"} if create else {"IfMatch": etag} if etag else {}
+    if s3 in _REFUSED_BY:
+        conditions = {}
+    what = f"writing {where(bucket, key)}"
+    client = _with_conditions(s3)
+    interrupt.check()
+    try:
+        response = client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json", **conditions)
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if conditions and status in _PRECONDITION_FAILED:
+            return None
+        if conditions and status in _CONDITIONS_REFUSED:
+            _REFUSED_BY.add(s3)
+            if log is not None:
+                log.warning("conditional_write_unsupported", key=key, error=str(describe(exc, what)),
+                            detail="the store refused If-Match/If-None-Match: the checkpoint's lease falls back to "
+                                   "reading back what was written (see README, the lease)")
+            return put_if(s3, bucket, key, body, log=log)
+        raise describe(exc, what) from None
+    except Exception as exc:  # noqa: BLE001 - network or auth failure, reported as CosError
+        raise describe(exc, what) from None
+    return str(response.get("ETag") or "")
+
+
+def read_versioned(s3: Any, bucket: str, key: str) -> tuple[bytes, str] | None:
+    """The object's bytes and ETag (one GET), or None when there is no such object."""
+    what = f"reading {where(bucket, key)}"
+    interrupt.check()
+    try:
+        response = s3.get_object(Bucket=bucket, Key=key)
+        return response["Body"].read(), str(response.get("ETag") or "")
+    except ClientError as exc:
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+            return None
+        raise describe(exc, what) from None
+    except Exception as exc:  # noqa: BLE001 - network or auth failure, reported as CosError
+        raise describe(exc, what) from None
+
+
+def etag_of(s3: Any, bucket: str, key: str) -> str | None:
+    """The object's ETag (one HEAD), or None when there is no such object."""
+    what = f"checking {where(bucket, key)}"
+    interrupt.check()
+    try:
+        return str(s3.head_object(Bucket=bucket, Key=key).get("ETag") or "")
+    except ClientError as exc:
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+            return None
+        raise describe(exc, what) from None
+    except Exception as exc:  # noqa: BLE001 - network or auth failure, reported as CosError
+        raise describe(exc, what) from None

@@ -59,3 +59,20 @@ class DatabaseNotEmptyError(CloudantError):
 
     exit_code = 6
     kind = "target_not_empty"
+
+
+class Interrupted(BackupError):
+    """A signal stopped the run: SIGINT (Ctrl-C) here, SIGTERM in `Terminated`. Raised in the main thread by
+    backup.interrupt, so the clean-up of any error runs (the upload is aborted, the checkpoint the run owns
+    deleted). The exit code is 128 + the signal's number, as a shell reports a process that signal ended."""
+
+    exit_code = 130
+    kind = "interrupted"
+    signal_name = "SIGINT"
+
+
+class Terminated(Interrupted):
+    """SIGTERM: what `timeout`, systemd, `docker stop`, Kubernetes and Code Engine send before they kill."""
+
+    exit_code = 143
+    signal_name = "SIGTERM"

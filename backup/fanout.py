@@ -31,13 +31,14 @@ def run_many(config: Config, log: Log) -> dict[str, Any]:
 
     assert config.cloudant is not None
     started = time.monotonic()
-    client = cloudant.make_client(config.cloudant, config.tune("REQUEST_TIMEOUT"), config.tune("MAX_RETRIES"))
+    client = cloudant.make_client(config.cloudant, config.tune("REQUEST_TIMEOUT"), config.tune("MAX_RETRIES"), log)
     names = databases(config, client)
     outcomes: list[dict[str, Any]] = []
     if openwhisk.available():
+        passed_on = openwhisk.passed_on(config.public_params, log)  # under final: without the bound parameters
         for name in names:
             try:
-                activation = openwhisk.invoke_async({**config.public_params, "CLOUDANT_DB": name})
+                activation = openwhisk.invoke_async({**passed_on, "CLOUDANT_DB": name})
                 outcomes.append({"database": name, "activation_id": activation})
             except BackupError as exc:
                 outcomes.append({"database": name, "error": str(exc)})

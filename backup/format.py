@@ -9,6 +9,7 @@ straddles its 64 KiB read chunks, and escapes make the file immune.
 from __future__ import annotations
 
 import codecs
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -132,11 +133,19 @@ def _member(key: str, value: Any) -> bytes:
     return encode_value(key) + b":" + (bytes(value) if isinstance(value, msgspec.Raw) else encode_value(value))
 
 
-def bulk_docs_json(docs: list[dict[str, Any]]) -> bytes:
-    """A `_bulk_docs` body (new_edits false) as json.dumps writes it (ASCII: a lone surrogate as its \\u escape),
-    for documents msgspec cannot write; top-level members kept raw by `LineDecoder` go in verbatim."""
+def bulk_docs_json(docs: list[dict[str, Any]], new_edits: bool = False) -> bytes:
+    """A `_bulk_docs` body as json.dumps writes it (ASCII: a lone surrogate as its \\u escape), for documents msgspec
+    cannot write; top-level members kept raw by `LineDecoder` go in verbatim. new_edits false keeps each `_rev`."""
     docs_json = (b"{" + b",".join(_member(key, value) for key, value in doc.items()) + b"}" for doc in docs)
-    return b'{"docs":[' + b",".join(docs_json) + b'],"new_edits":false}'
+    return b'{"docs":[' + b",".join(docs_json) + b'],"new_edits":' + (b"true" if new_edits else b"false") + b"}"
+
+
+def edit_runs(docs: list[dict[str, Any]]) -> Iterator[tuple[bool, list[dict[str, Any]]]]:
+    """The docs in order as runs of one kind, (new_edits, docs): one `_bulk_docs` request each. A doc without `_rev`
+    (shallow backups of couchbackup before 2.4.2) is written as a new edit, as couchrestore does (new_edits false
+    refuses it: 400 "Invalid rev format"); one with `_rev` keeps it exactly."""
+    for new_edits, run in itertools.groupby(docs, key=lambda doc: not doc.get("_rev")):
+        yield new_edits, list(run)
 
 
 class LineDecoder:

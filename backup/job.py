@@ -18,7 +18,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from backup import errors
+from backup import errors, interrupt
 from backup.action import main as action_main
 from backup.errors import BackupError, ConfigError
 from backup.log import Log
@@ -48,15 +48,20 @@ def build_args(environ: Mapping[str, str]) -> dict[str, Any]:
 
 def main(environ: Mapping[str, str] | None = None) -> int:
     log = Log(stream=sys.stderr)
-    try:
-        args = build_args(os.environ if environ is None else environ)
-    except ConfigError as exc:
-        result: dict[str, Any] = {"error": str(exc), "kind": exc.kind}
-        log.error("failed", kind=exc.kind, error=result["error"])
-    else:
-        result = action_main(args, log)
-    print(json.dumps(result, ensure_ascii=False), flush=True)
+    # SIGTERM (Code Engine stops a job run with it, then kills it) and SIGINT: caught from here to the result line,
+    # raised only while the operation runs (see backup.interrupt); the run then exits 128 + the signal's number.
+    with interrupt.signals_handled() as stop:
+        try:
+            args = build_args(os.environ if environ is None else environ)
+        except ConfigError as exc:
+            result: dict[str, Any] = {"error": str(exc), "kind": exc.kind}
+            log.error("failed", kind=exc.kind, error=result["error"])
+        else:
+            result = action_main(args, log)
+        print(json.dumps(result, ensure_ascii=False), flush=True)
     if "error" in result:
+        if stop is not None and stop.signum is not None:
+            return 128 + stop.signum
         return _EXIT_CODES.get(result.get("kind", ""), 1)
     return 0
 

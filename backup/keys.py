@@ -77,6 +77,11 @@ def checkpoint_key(prefix: str, db: str, host: str) -> str:
     return f"{prefix}{encode_db(db)}.checkpoint.{host}.json"
 
 
+def restore_checkpoint_key(prefix: str, db: str, host: str) -> str:
+    """Where a restore into database `db` of server `host` that spans invocations keeps its position."""
+    return f"{prefix}{encode_db(db)}.restore.{host}.json"
+
+
 def tail_key(prefix: str, db: str, host: str, invocation: int) -> str:
     """A new tail object per checkpoint: the previous pair stays valid until the new checkpoint lands."""
     return f"{checkpoint_key(prefix, db, host)}.tail.{invocation}"

@@ -59,6 +59,14 @@ class LeafSets:
         """The object ended: its last run is complete."""
         self._end_run()
 
+    def run_state(self) -> dict[str, Any] | None:
+        """The run in progress, for a restore checkpoint (its leaves may go on after the stop)."""
+        return {"id": self._id, "revs": self._revs, "stemmed": self._stemmed} if self._id is not None else None
+
+    def resume_run(self, state: dict[str, Any] | None) -> None:
+        if state:
+            self._id, self._revs, self._stemmed = state["id"], list(state["revs"]), bool(state["stemmed"])
+
     def take(self) -> dict[str, frozenset[str]]:
         """The complete runs gathered so far (by id), forgotten here."""
         pending, self._pending = self._pending, {}

@@ -12,7 +12,7 @@ from backup.log import Log
 
 
 def run_list(config: Config, log: Log) -> dict[str, Any]:
-    s3 = cos.make_client(config.cos, config.tune("REQUEST_TIMEOUT"), config.tune("MAX_RETRIES"))
+    s3 = cos.make_client(config.cos, config.tune("REQUEST_TIMEOUT"), config.tune("MAX_RETRIES"), log)
     entries = find_backups(s3, config.cos.bucket, config.cos.prefix, config.db)
     limit = config.tune("LIST_LIMIT")
     backups = [

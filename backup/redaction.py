@@ -88,19 +88,71 @@ def redact(text: str) -> str:
     return text
 
 
-# Fields of a result that name objects (built from the prefix, database names and times, never from a secret):
-# kept as they are, so that a short password that happens to occur in a key cannot break the key a script reuses.
-IDENTIFIERS = frozenset({"key", "base", "chain", "bucket", "database", "host", "deleted_old_backups", "retention_skipped"})
+# Fields of a result or a log line whose values name things (built from the prefix, database names and times, never
+# from a secret), classify them, hash, time or count them: kept exactly, so that a short password that happens to
+# occur in one ("full", "2026", a few hex digits) cannot break the key a script reuses, a kind or a sha256.
+IDENTIFIERS = frozenset({
+    # objects, places, ids
+    "key", "base", "chain", "bucket", "database", "databases", "host", "prefix", "deleted_old_backups",
+    "retention_skipped", "unreadable_manifests", "deleted", "failed", "source_db", "activation_id", "upload_id", "id",
+    "request",
+    # kinds
+    "kind", "operation", "mode", "fanout", "level", "event", "service", "backup",
+    # hashes and sequences
+    "sha256", "etag", "update_seq", "seq", "since", "instance",
+    # times and counts
+    "ts", "time", "started", "finished", "created", "seconds", "docs", "bytes", "parts", "part", "lines", "count",
+    "invocations", "invocation", "hop", "hops", "batches", "doc_count", "total_bytes", "docs_per_second",
+    "stale_leaves_closed", "skipped_lines", "skipped_line_count", "attachments_dropped", "status", "attempt", "wait",
+})
+# Fields that hold free text (messages, SDK error texts): every secret in them is masked, whatever the text looks like.
+FREE_TEXT = frozenset({
+    "error", "detail", "message", "reason", "hint", "warning", "warnings", "traceback", "because", "full_because",
+    "stopped", "retention_error", "manifest_error", "manifest_invalid",
+})
+# Fields named like a credential (a header dict an SDK error carried, say): the value is masked whole.
+_CREDENTIAL_FIELD = re.compile(r"(?i)authorization|passw|secret|token|api_?key|cookie|credential")
+# Values that are a number, a hash or ETag, a UUID or an ISO-8601 time: under an unknown field, kept as they are.
+_COUNT_HASH_OR_TIME = re.compile(
+    r"[+-]?\d+(\.\d+)?([eE][+-]?\d+)?"
+    r"|\"?[0-9a-fA-F]{32,}(-\d+)?\"?"
+    r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?"
+)
+# A field name as the code writes them: kept. Any other dict key is text like the rest.
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.$-]{0,127}")
 
 
 def redact_all(value: Any, keep: frozenset[str] = frozenset()) -> Any:
-    """`redact` every string inside a JSON-like value (before encoding it, which would escape a secret out
-    of recognition), except under the field names in `keep`: results carry error texts too (a fan-out's
-    failed databases, a retention error)."""
-    if isinstance(value, str):
-        return redact(value)
+    """`redact` the free text inside a JSON-like value (before encoding it, which would escape a secret out of
+    recognition), and nothing else: strings under IDENTIFIERS (and `keep`) stay exact, so do numbers, hashes, UUIDs and
+    times under a field this module does not know; under FREE_TEXT fields, and any other text, every secret is masked
+    (results carry error texts too: a fan-out's failed databases, a retention error). A value under a field named like
+    a credential is masked whole. Anything not JSON (an exception, a Secret) becomes its redacted text."""
+    return _redact_value(value, None, IDENTIFIERS | keep)
+
+
+def _redact_value(value: Any, field: Any, verbatim: frozenset[str]) -> Any:
     if isinstance(value, dict):
-        return {k: v if k in keep else redact_all(v, keep) for k, v in value.items()}
+        return {_redact_key(k): _redact_value(v, k, verbatim) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [redact_all(v, keep) for v in value]
-    return value
+        return [_redact_value(v, field, verbatim) for v in value]  # items are of their field's kind
+    if isinstance(value, (set, frozenset)):
+        return sorted((_redact_value(v, field, verbatim) for v in value), key=str)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = value if isinstance(value, str) else str(value)
+    if isinstance(field, str) and field not in FREE_TEXT:
+        if field in verbatim:
+            return text
+        if _CREDENTIAL_FIELD.search(field):
+            return MASK if text else text
+        if _COUNT_HASH_OR_TIME.fullmatch(text):
+            return text
+    return redact(text)
+
+
+def _redact_key(key: Any) -> Any:
+    if not isinstance(key, str) or _FIELD_NAME.fullmatch(key):
+        return key
+    return redact(key)

@@ -23,7 +23,7 @@ from backup.manifest import Manifest, PartHasher
 def run_verify(config: Config, log: Log) -> dict[str, Any]:
     started = time.monotonic()
     bucket = config.cos.bucket
-    s3 = cos.make_client(config.cos, config.tune("REQUEST_TIMEOUT"), config.tune("MAX_RETRIES"))
+    s3 = cos.make_client(config.cos, config.tune("REQUEST_TIMEOUT"), config.tune("MAX_RETRIES"), log)
     key = config.key or ""
     if key == "latest":
         key = latest_key(s3, bucket, config.cos.prefix, config.source_db or config.db or "", config.source_host)

@@ -5,14 +5,17 @@ back until every other document is written.
 
 from __future__ import annotations
 
+import json
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from backup.format import doc_json, loads
 from backup.leaves import LeafSets
+from backup.log import Log, percent
+from backup.manifest import Manifest
 
 DESIGN_PREFIX = "_design/"
 
@@ -26,9 +29,24 @@ def is_design(doc: dict[str, Any]) -> bool:
     return str(doc.get("_id", "")).startswith(DESIGN_PREFIX)
 
 
+def chain_total(manifests: Iterable[Manifest | None]) -> int | None:
+    """The documents a restore of these objects writes: the sum of their manifests' `docs` (None when one has
+    no manifest: unknown)."""
+    total = 0
+    for manifest in manifests:
+        if manifest is None:
+            return None
+        total += manifest.docs
+    return total
+
+
 @dataclass
 class Target:
-    """Where and how a restore writes, and its running totals (docs, batches, stale_leaves_closed...)."""
+    """Where and how a restore writes, and its running totals (docs, batches, stale_leaves_closed...).
+
+    With a `log` and `progress_every`, a progress line is logged every `progress_every` documents written (and
+    once when `total`, the documents of the chain, is reached): `{"event": "progress", "operation": "restore",
+    "docs": ..., "total": ..., "percent": ...}` (total and percent null when unknown)."""
 
     pool: Executor
     write: WriteBatch
@@ -37,6 +55,29 @@ class Target:
     batch_bytes: int
     parallelism: int
     totals: dict[str, Any]
+    log: Log | None = None
+    progress_every: int = 0
+    total: int | None = None
+    database: str | None = None
+    _next_progress: int = field(default=0, init=False, repr=False)
+    _logged: int = field(default=0, init=False, repr=False)
+
+    def written(self, docs: int) -> None:
+        """`docs` more documents are in the target (a batch's answer came back): counted, and progress logged."""
+        self.totals["docs"] += docs
+        if self.log is None or self.progress_every <= 0:
+            return
+        done = self.totals["docs"]
+        if self._next_progress <= 0:
+            self._next_progress = self.progress_every
+        at_total = self.total is not None and done >= self.total > self._logged
+        if done >= self._next_progress or at_total:
+            fields: dict[str, Any] = {"database": self.database} if self.database is not None else {}
+            self.log.info("progress", operation="restore", **fields, docs=done, total=self.total,
+                          percent=percent(done, self.total))
+            self._logged = done
+            while self._next_progress <= done:
+                self._next_progress += self.progress_every
 
 
 class BatchWriter:
@@ -48,9 +89,11 @@ class BatchWriter:
     leaves are closed. That bounds the leaf sets held; a doc without a stemmed history costs nothing more.
     """
 
-    def __init__(self, target: Target, check_every: int = 0) -> None:
+    def __init__(self, target: Target, check_every: int = 0, run: dict[str, Any] | None = None) -> None:
         self.target = target
         self.leaf_sets = LeafSets() if check_every > 0 else None
+        if self.leaf_sets is not None:
+            self.leaf_sets.resume_run(run)  # a restore continued from a checkpoint taken inside a run
         self.check_every = check_every
         self.in_flight: deque[Future[int]] = deque()
         self.batch: list[dict[str, Any]] = []
@@ -81,6 +124,12 @@ class BatchWriter:
             self.leaf_sets.finish()
         self._check()
 
+    def pause(self) -> dict[str, Any] | None:
+        """Stopped by the deadline: everything so far written, the complete runs checked; the run in progress
+        (its leaves may go on after the stop), for the checkpoint."""
+        self._check()
+        return self.leaf_sets.run_state() if self.leaf_sets is not None else None
+
     def cancel(self) -> None:
         """Stopped by a failure: the batches not yet started are not sent."""
         for future in self.in_flight:
@@ -95,7 +144,7 @@ class BatchWriter:
 
     def _drain(self, limit: int) -> None:
         while len(self.in_flight) > limit:
-            self.target.totals["docs"] += self.in_flight.popleft().result()
+            self.target.written(self.in_flight.popleft().result())
 
     def _check(self) -> None:
         self.flush()  # the leaves are read once every revision of these docs is in the target
@@ -124,6 +173,21 @@ class HeldDesignDocs:
             return
         self.held.append((member, incremental, line, raw))
         self.bytes += len(raw)
+
+    def dump(self) -> bytes:
+        """The held documents, for a restore checkpoint's sidecar: one line each, `[member, incremental, line]`
+        then the document's JSON (which holds no raw newline)."""
+        return b"".join(json.dumps([m, i, n], separators=(",", ":")).encode() + b" " + raw + b"\n"
+                        for m, i, n, raw in self.held)
+
+    def load(self, data: bytes) -> None:
+        for line in data.split(b"\n"):
+            if not line:
+                continue
+            head, _, raw = line.partition(b" ")
+            member, incremental, number = json.loads(head)
+            self.held.append((member, incremental, number, raw))
+            self.bytes += len(raw)
 
     def write(self, target: Target, check_every: int) -> int:
         """Write the held documents, one chain member after the other (each member's stale leaves checked after

@@ -5,6 +5,8 @@ Subcommands (each reads files or stdin, prints tab-separated lines, exits 2 with
   check TARGET OPTS SCHEDULE TRIGGER_PREFIX RULE_PREFIX
         -> per database: trigger-name, rule-name ("-" on code-engine), cron, payload JSON
   env-file OPTS OUT            write opts.json as a KEY=VALUE env file (mode 0600) for a Code Engine secret
+  param-file OPTS OUT          write the OpenWhisk action's bound parameters (mode 0600; OUT "-": write nothing): opts.json
+                               plus BOUND_DEFAULTS it lacks; -> the names of those added
   stale-keys OPTS              stdin: `ibmcloud ce secret get --output json`; -> keys the secret has, opts.json not
   rows                         stdin: a `list` table; -> name, last column (rule status) per row
   trigger-state CRON PAYLOAD   stdin: `wsk trigger get T`; -> same | changed | plain | unknown
@@ -24,7 +26,7 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from backup.config import check_db_name, load_config  # noqa: E402 - the repo root is only on sys.path now
+from backup.config import DEFAULT_IAM_TOKEN_URL, check_db_name, load_config  # noqa: E402 - the repo root is only on sys.path now
 from backup.errors import ConfigError  # noqa: E402
 from backup.redaction import redact, register  # noqa: E402
 
@@ -39,6 +41,13 @@ _WSK_MAX = 256
 _CE_SAFE = re.compile(r"[a-z0-9-]")
 _CE_MAX = 63
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Bound with the OpenWhisk action when opts.json has none of them. The action is `final`: a bound parameter cannot
+# be given by an invocation or a trigger, an unbound one can. These two decide where the IAM API keys are sent and
+# whether certificates are checked, so they are bound too, at their defaults.
+BOUND_DEFAULTS: dict[str, Any] = {"IAM_TOKEN_URL": DEFAULT_IAM_TOKEN_URL, "DISABLE_TLS_VERIFY": False}
+# Parameters each invocation gives itself, never bound: under `final`, a bound CLOUDANT_DB would make every
+# trigger's activation fail (its payload names the database), a bound CONTINUE_HOP every continuation.
+INVOCATION_PARAMS = ("CLOUDANT_DB", "CONTINUE_HOP")
 
 # (name, low, high, names for values) per cron field, in order: standard (Vixie) cron, as schedule.json has it.
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
@@ -299,6 +308,12 @@ def check(target: str, opts_path: str, schedule_path: str, trigger_prefix: str, 
             crons.append(target_cron(cron, target))
         except ValueError as exc:
             problems.append(f"{schedule_path}: the cron of {db!r} ({cron!r}) cannot be scheduled on {target}: {exc}")
+    if target != "code-engine":
+        problems += [
+            f"{opts_path}: {key} must not be in it: each schedule's trigger gives it, and a bound parameter of the action "
+            "(which is final) cannot be given by an invocation"
+            for key in INVOCATION_PARAMS if key in opts
+        ]
     if target == "code-engine":
         problems += [
             f"{opts_path}: {key!r} cannot be an environment variable name (Code Engine passes parameters that way)"
@@ -310,9 +325,12 @@ def check(target: str, opts_path: str, schedule_path: str, trigger_prefix: str, 
         ]
     # The same check every run makes, so a deploy never schedules backups that are bound to fail.
     try:
-        load_config({**opts, "CLOUDANT_DB": plan[0][0]})
+        config = load_config({**opts, "CLOUDANT_DB": plan[0][0]})
     except ConfigError as exc:
         problems.append(f"{opts_path}: {exc}")
+    else:
+        for warning in config.warnings:  # a typo in opts.json, an anonymous Cloudant: said now, not every night
+            print(f"deploy: warning: {opts_path}: {redact(warning)}", file=sys.stderr)
     if problems:
         raise InputError("\n".join(problems))
     lines, seen = [], set()
@@ -325,6 +343,18 @@ def check(target: str, opts_path: str, schedule_path: str, trigger_prefix: str, 
         payload = json.dumps({"CLOUDANT_DB": db}, separators=(",", ":"))
         lines.append("\t".join((trigger, rule, cron, payload)))
     return lines
+
+
+def write_param_file(opts_path: str, out: str) -> list[str]:
+    """The OpenWhisk action's bound parameters: opts.json and the BOUND_DEFAULTS it lacks, written to `out` (mode
+    0600; "-": not written, for a dry run). Returns the names added."""
+    opts = load_opts(opts_path)
+    added = {name: value for name, value in BOUND_DEFAULTS.items() if name not in opts}
+    if out != "-":
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({**opts, **added}, f)
+    return list(added)
 
 
 def write_env_file(opts_path: str, out: str) -> None:
@@ -430,6 +460,10 @@ def main(argv: list[str]) -> int:
             print("\n".join(check(*args)))
         elif command == "env-file" and len(args) == 2:
             write_env_file(*args)
+        elif command == "param-file" and len(args) == 2:
+            added = write_param_file(*args)
+            if added:
+                print("\n".join(added))
         elif command == "stale-keys" and len(args) == 1:
             print("\n".join(stale_keys(sys.stdin.read(), args[0])))
         elif command == "rows" and not args:

@@ -159,35 +159,68 @@ def sample_docs(filler: int = 50, filler_bytes: int = 200) -> list[dict[str, Any
 
 
 API_KEY = "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:not-a-real-openwhisk-key"  # the fake OpenWhisk's action key
+# __OW_API_KEY is a secret like the others: the session's scan looks for it (whole, and each half) in every output.
+SECRET_SOURCES.append(lambda: [API_KEY, *API_KEY.split(":")])
+# OpenWhisk's answer to an invocation naming a parameter the action has bound under `final` (Messages.scala).
+PARAMETERS_NOT_ALLOWED = "Request defines parameters that are not allowed (e.g., reserved properties)."
 
 
 class FakeOpenWhisk:
-    """The OpenWhisk REST API's non-blocking action invoke, recording every call (on 127.0.0.1)."""
+    """The OpenWhisk REST API's non-blocking action invoke, recording every call (on 127.0.0.1), and the action's
+    record (GET, `?code=false`): its bound parameters (`bound`) and its `final` annotation. Under `final` an
+    invocation that names a bound parameter (one with a value) is refused with 400, as OpenWhisk's controller does
+    (Actions.scala: incoming parameters may not override final parameters)."""
 
     def __init__(self, status: int = 202) -> None:
         self.calls: list[dict[str, Any]] = []
+        self.reads: list[dict[str, Any]] = []  # GETs of the action's record
         self.status = status
         self.answer: bytes | None = None  # replaces the JSON answer (a proxy's HTML page, say)
+        self.bound: dict[str, Any] = {}  # the action's bound parameters (opts.json)
+        self.final = False  # the action's `final` annotation
+        self.record_status = 200  # the answer to a GET of the action's record
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                OUTPUTS.append(body.decode())  # a payload leaves the activation: the session's secret scan reads it
-                split = urlsplit(self.path)
-                activation = uuid.uuid4().hex
-                fake.calls.append({"path": split.path, "query": parse_qs(split.query), "body": json.loads(body),
-                                   "authorization": self.headers.get("Authorization"), "activation_id": activation})
-                answer = fake.answer or json.dumps(
-                    {"activationId": activation} if fake.status < 300 else {"error": "boom"}).encode()
-                self.send_response(fake.status)
+            def _answer(self, status: int, answer: bytes) -> None:
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
                 self.wfile.write(answer)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                split = urlsplit(self.path)
+                fake.reads.append({"path": split.path, "query": parse_qs(split.query),
+                                   "authorization": self.headers.get("Authorization")})
+                if fake.record_status != 200:
+                    self._answer(fake.record_status, b'{"error": "The server is currently unavailable."}')
+                    return
+                name = split.path.rsplit("/", 1)[-1]
+                record = {"namespace": "NS/PKG", "name": name, "version": "0.0.1", "publish": False,
+                          "parameters": [{"key": k, "value": v} for k, v in fake.bound.items()],
+                          "annotations": [{"key": "provide-api-key", "value": True}]
+                          + ([{"key": "final", "value": True}] if fake.final else []),
+                          "limits": {"timeout": 300000, "memory": 512}}
+                self._answer(200, json.dumps(record).encode())
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                OUTPUTS.append(body.decode())  # a payload leaves the activation: the session's secret scan reads it
+                split = urlsplit(self.path)
+                payload = json.loads(body)
+                if fake.final and {k for k, v in fake.bound.items() if v is not None} & set(payload):
+                    self._answer(400, json.dumps({"error": PARAMETERS_NOT_ALLOWED, "code": "4a5b"}).encode())
+                    return
+                activation = uuid.uuid4().hex
+                fake.calls.append({"path": split.path, "query": parse_qs(split.query), "body": payload,
+                                   "authorization": self.headers.get("Authorization"), "activation_id": activation})
+                answer = fake.answer or json.dumps(
+                    {"activationId": activation} if fake.status < 300 else {"error": "boom"}).encode()
+                self._answer(fake.status, answer)
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

@@ -38,6 +38,9 @@ OPTS = {
 ALL_VALUES = [v for v in OPTS.values() if len(v) >= 8]
 READS = {"get", "list", "select"}
 FEED = "/whisk.system/alarms/alarm"
+# What deploy.sh binds beside opts.json when it has none of them: under `final` only a bound parameter is safe from
+# an invocation, and these two decide where the IAM keys go and whether certificates are checked.
+DEFAULTS = {"IAM_TOKEN_URL": "https://iam.cloud.ibm.com/identity/token", "DISABLE_TLS_VERIFY": False}
 
 
 @dataclass
@@ -134,11 +137,20 @@ def rule(db: str) -> str:
     return f"cron-backup-rule--{db}"
 
 
-def first_deploy_commands(cli: list[str], d: Deployer) -> list[list[str]]:
+def param_file(run: Run | str) -> str:
+    """The --param-file deploy.sh passed: a private temporary file (opts.json plus DEFAULTS), gone after the run."""
+    text = run if isinstance(run, str) else json.dumps(run.calls)
+    (found,) = set(re.findall(r"/[^\s'\"]*/bound-params\.json", text))
+    assert not Path(found).exists() and "opts.json" not in found
+    return found
+
+
+def first_deploy_commands(cli: list[str], d: Deployer, params: str) -> list[list[str]]:
     return [
         [*cli, "package", "update", "cron"],
         [*cli, "action", "update", "cron/backup", str(d.zip), "--kind", "python:3.11", "--timeout", "300000",
-         "--memory", "512", "--param-file", str(d.tmp / "opts.json"), "--annotation", "provide-api-key", "true"],
+         "--memory", "512", "--param-file", params, "--annotation", "provide-api-key", "true",
+         "--annotation", "final", "true"],
         [*cli, "trigger", "create", trigger("mydb1"), "--feed", FEED, "--param", "cron", "30 1 * * *",
          "--param", "trigger_payload", '{"CLOUDANT_DB":"mydb1"}'],
         [*cli, "rule", "update", rule("mydb1"), trigger("mydb1"), "cron/backup"],
@@ -156,13 +168,15 @@ def first_deploy_commands(cli: list[str], d: Deployer) -> list[list[str]]:
 @pytest.mark.parametrize(("target", "cli"), [("wsk", ["wsk"]), ("ibmcloud-fn", ["ibmcloud", "fn"])])
 def test_first_deploy_creates_package_action_feed_triggers_and_rules(deploy: Deployer, target: str, cli: list[str]) -> None:
     run = ok(deploy(target))
-    assert run.changes == first_deploy_commands(cli, deploy)
+    commands = first_deploy_commands(cli, deploy, param_file(run))
+    assert run.changes == commands
     # Each feed trigger is looked up before it is created: never a blind `trigger update`.
-    assert run.calls.index([*cli, "trigger", "get", trigger("mydb1")]) < run.calls.index(first_deploy_commands(cli, deploy)[2])
+    assert run.calls.index([*cli, "trigger", "get", trigger("mydb1")]) < run.calls.index(commands[2])
     state = deploy.entities()
     assert state["triggers"][trigger("mydb2")] == {"feed": FEED, "config": {"cron": "5 0 * * *", "payload": {"CLOUDANT_DB": "mydb2"}}}
     assert state["rules"][rule("mydb1")] == {"trigger": trigger("mydb1"), "action": "cron/backup", "status": "active"}
-    assert state["actions"]["cron/backup"]["params"] == OPTS
+    assert state["actions"]["cron/backup"]["params"] == {**OPTS, **DEFAULTS}
+    assert state["actions"]["cron/backup"]["annotations"] == {"provide-api-key": True, "final": True}
 
 
 def test_redeploy_updates_the_action_but_no_trigger_or_rule(deploy: Deployer) -> None:
@@ -259,8 +273,9 @@ def test_dry_run_prints_the_commands_and_changes_nothing(deploy: Deployer) -> No
     assert run.changes == []
     assert deploy.entities() == {}
     printed = [shlex.split(line) for line in run.stdout.splitlines() if not line.startswith("#")]
-    assert printed == first_deploy_commands(["wsk"], deploy)
-    assert "--param-file" in run.stdout and "opts.json" in run.stdout
+    assert printed == first_deploy_commands(["wsk"], deploy, param_file(run.stdout))
+    assert f"# bound parameters: {deploy.tmp / 'opts.json'}, and IAM_TOKEN_URL, DISABLE_TLS_VERIFY at their defaults" \
+        in run.stdout.splitlines()
 
     ok(deploy())
     deploy.write_schedule({"mydb1": "45 2 * * *"})
@@ -348,8 +363,8 @@ def test_settings_come_from_the_environment(deploy: Deployer) -> None:
     assert run.changes[:2] == [
         ["wsk", "package", "update", "nightly"],
         ["wsk", "action", "update", "nightly/cloudant", str(deploy.zip), "--docker", "registry.example/backup:1.2.0",
-         "--timeout", "120000", "--memory", "256", "--param-file", str(deploy.tmp / "opts.json"),
-         "--annotation", "provide-api-key", "true"],
+         "--timeout", "120000", "--memory", "256", "--param-file", param_file(run),
+         "--annotation", "provide-api-key", "true", "--annotation", "final", "true"],
     ]
     assert ["wsk", "rule", "update", "nightly-cloudant-rule--mydb1", "nightly-cloudant-trigger--mydb1", "nightly/cloudant"] in run.changes
 
@@ -412,6 +427,63 @@ def test_a_failing_list_stops_before_any_change(deploy: Deployer) -> None:
     run = deploy("wsk", FAKE_CLI_FAIL="trigger list")
     assert run.code != 0 and "simulated failure" in run.stderr
     assert run.changes == []
+
+
+# ---- issue 14: bound parameters are final -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("target", "cli"), [("wsk", ["wsk"]), ("ibmcloud-fn", ["ibmcloud", "fn"])])
+def test_the_action_is_final_so_no_invocation_or_trigger_overrides_a_bound_parameter(
+        deploy: Deployer, target: str, cli: list[str]) -> None:
+    ok(deploy(target))
+    action = deploy.entities()["actions"]["cron/backup"]
+    assert action["annotations"]["final"] is True
+    assert "CLOUDANT_DB" not in action["params"]  # each trigger gives it: it must stay unbound
+
+    def fake(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(FAKES / cli[0]), *cli[1:], *args], env=deploy.env(target), capture_output=True,
+                              text=True, check=False)
+
+    elsewhere = {"IAM_TOKEN_URL": "https://attacker.example/identity/token", "CLOUDANT_URL": "https://attacker.example",
+                 "COS_ENDPOINT": "attacker.example", "COS_BUCKET": "attackers-bucket", "DISABLE_TLS_VERIFY": "true"}
+    for name, value in elsewhere.items():
+        refused = fake("action", "invoke", "cron/backup", "--param", "CLOUDANT_DB", "mydb1", "--param", name, value)
+        assert refused.returncode != 0 and "not allowed" in refused.stderr, name
+        fake("trigger", "fire", trigger("mydb2"), "--param", name, value)
+    assert fake("action", "invoke", "cron/backup", "--param", "CLOUDANT_DB", "mydb1").returncode == 0
+    assert fake("trigger", "fire", trigger("mydb1")).returncode == 0  # the nightly run: the trigger's payload
+    activations = deploy.entities()["activations"]
+    ran = [a for a in activations if "params" in a]
+    assert [a["params"]["CLOUDANT_DB"] for a in ran] == ["mydb1", "mydb1"]
+    for activation in ran:
+        assert activation["params"] == {**OPTS, **DEFAULTS, "CLOUDANT_DB": "mydb1"}
+    fired = [a for a in activations if a.get("rule") == rule("mydb2")]
+    assert len(fired) == len(elsewhere) and all("refused" in a for a in fired)
+
+
+@pytest.mark.parametrize("target", ["wsk", "ibmcloud-fn"])
+@pytest.mark.parametrize("name", ["CLOUDANT_DB", "CONTINUE_HOP"])
+def test_parameters_each_invocation_gives_cannot_be_bound(deploy: Deployer, target: str, name: str) -> None:
+    # Bound under `final`, CLOUDANT_DB would make every trigger's activation fail (and CONTINUE_HOP every continuation).
+    deploy.write_opts({**OPTS, name: "mydb1" if name == "CLOUDANT_DB" else 1})
+    run = deploy(target)
+    assert run.code == 2 and run.calls == []
+    assert f"{name} must not be in" in run.stderr
+
+
+def test_opts_json_values_given_for_the_defaults_are_bound_as_they_are(deploy: Deployer) -> None:
+    own = {"IAM_TOKEN_URL": "https://private-iam.example.com/identity/token", "DISABLE_TLS_VERIFY": True}
+    deploy.write_opts({**OPTS, **own})
+    run = ok(deploy())
+    assert deploy.entities()["actions"]["cron/backup"]["params"] == {**OPTS, **own}
+    assert f"bound parameters: {deploy.tmp / 'opts.json'}\n" in run.stderr.replace("deploy: ", "")
+
+
+def test_a_typo_in_opts_json_is_a_warning_at_deploy_time(deploy: Deployer) -> None:
+    deploy.write_opts({**OPTS, "KEEP_LST": 3})
+    run = ok(deploy())
+    warning = f"deploy: warning: {deploy.tmp / 'opts.json'}: unknown parameter KEEP_LST (did you mean KEEP_LAST?)"
+    assert warning in run.stderr.splitlines()
 
 
 # ---- Code Engine ------------------------------------------------------------------------------------------

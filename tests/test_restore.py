@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from tests.helpers import (
     OUTPUTS,
     cos_params,
     couch_params,
+    db_exists,
     incomplete_uploads,
     live_docs,
     load_docs,
@@ -153,7 +155,7 @@ def test_a_corrupted_line_is_reported_with_its_line_number(couch, db_name, bucke
     result, _ = _restore(params, key, f"{db_name}-copy", CREATE_TARGET=True)
     assert result["kind"] == "format"
     assert "Error on line 4 of backup file - cannot parse as JSON" in result["error"]
-    assert "the restore stopped" in result["error"] and "was not written to" in result["error"]
+    assert "the restore stopped" in result["error"] and "holds no documents, and is deleted again" in result["error"]
 
 
 def test_a_rejected_batch_fails_the_restore_and_names_the_batch(couch, db_name, bucket, s3_client, params):
@@ -164,7 +166,7 @@ def test_a_rejected_batch_fails_the_restore_and_names_the_batch(couch, db_name, 
     s3_client.put_object(Bucket=bucket, Key=key, Body=meta + good + b"\n" + bad + b"\n")
     result, _ = _restore(params, key, f"{db_name}-copy", CREATE_TARGET=True, RESTORE_BATCH_SIZE=3)
     assert result["kind"] == "cloudant"
-    assert "restoring batch 2 (lines 3-3)" in result["error"] and "partial restore" in result["error"]
+    assert "restoring batch 2 (lines 3-3)" in result["error"] and "now holds 3 documents" in result["error"]
 
 
 def test_verify_accepts_a_good_backup_and_catches_truncation_and_corruption(couch, db_name, bucket, s3_client, params):
@@ -273,3 +275,43 @@ def test_cli_restores_the_latest_backup_of_a_database(couch, db_name, bucket, s3
                             capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0 and json.loads(listed.stdout)["count"] == 2
     assert incomplete_uploads(s3_client, bucket) == []
+
+
+def test_a_gzip_compressed_backup_restores_whatever_its_key(couch, db_name, bucket, s3_client, params):
+    """`couchbackup | gzip` is what couchbackup's docs recommend: recognised by its magic bytes, not its key."""
+    load_docs(couch, db_name, sample_docs(filler=300))
+    backup, _ = run_main({**params, "DOCS_PER_LINE": 50})
+    body = s3_client.get_object(Bucket=bucket, Key=backup["key"])["Body"].read()
+    half = body.index(b"\n", len(body) // 2) + 1  # two gzip members, as `gzip -c a b` writes
+    key = backup["key"].replace("_backup.txt", "1_backup.txt")
+    s3_client.put_object(Bucket=bucket, Key=key, Body=gzip.compress(body[:half]) + gzip.compress(body[half:]))
+    restored, _ = _restore(params, key, f"{db_name}-copy", CREATE_TARGET=True)
+    assert restored["ok"] and restored["docs"] == backup["docs"] == 305, restored
+    assert live_docs(couch, f"{db_name}-copy") == live_docs(couch, db_name)
+
+
+def test_a_truncated_gzip_backup_fails_and_deletes_the_target_it_created(couch, db_name, bucket, s3_client, params):
+    load_docs(couch, db_name, sample_docs(filler=30))
+    backup, _ = run_main(params)
+    zipped = gzip.compress(s3_client.get_object(Bucket=bucket, Key=backup["key"])["Body"].read())
+    key = backup["key"].replace("_backup.txt", "1_backup.txt")
+    s3_client.put_object(Bucket=bucket, Key=key, Body=zipped[:-20])
+    result, _ = _restore(params, key, f"{db_name}-copy", CREATE_TARGET=True, RESTORE_BATCH_SIZE=1000)
+    assert result["kind"] == "format" and "truncated" in result["error"], result
+    assert "deleted again" in result["error"] and not db_exists(couch, f"{db_name}-copy")
+
+
+def test_documents_without_rev_are_written_as_new_edits_beside_those_with(couch, db_name, bucket, s3_client, params):
+    """Shallow files from couchbackup before 2.4.2 have no `_rev`: written as new edits (new revisions), as
+    couchrestore does; in a batch that mixes them with revisioned docs, those keep their `_rev` exactly."""
+    with_rev = [{"_id": f"r{i}", "_rev": f"3-{i:032x}", "n": i} for i in range(3)]
+    without = [{"_id": f"n{i}", "n": i} for i in range(3)]
+    mixed = [with_rev[0], without[0], without[1], with_rev[1], without[2], with_rev[2]]
+    key = backup_key("", db_name, datetime.now(UTC))
+    s3_client.put_object(Bucket=bucket, Key=key, Body=json.dumps(mixed).encode() + b"\n")  # no metadata line
+    restored, _ = _restore(params, key, f"{db_name}-copy", CREATE_TARGET=True)
+    assert restored["ok"] and restored["docs"] == 6 and restored["batches"] == 1, restored
+    copy = {d["_id"]: d for d in live_docs(couch, f"{db_name}-copy")}
+    assert [copy[d["_id"]] for d in with_rev] == with_rev
+    assert [copy[d["_id"]]["_rev"][:2] for d in without] == ["1-"] * 3
+    assert [{k: v for k, v in copy[d["_id"]].items() if k != "_rev"} for d in without] == without

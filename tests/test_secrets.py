@@ -7,11 +7,22 @@ The scenarios below put secrets in every place a user can; `test_no_secret_in_an
 from __future__ import annotations
 
 import base64
+import json
 from urllib.parse import quote, quote_plus
 
 import pytest
 
-from tests.helpers import OUTPUTS, cos_params, couch_params, load_docs, run_main, sample_docs, session_secrets
+from tests.helpers import (
+    API_KEY,
+    OUTPUTS,
+    FakeOpenWhisk,
+    cos_params,
+    couch_params,
+    load_docs,
+    run_main,
+    sample_docs,
+    session_secrets,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +84,35 @@ def test_invalid_config_errors_never_echo_secrets():
                             "COS_SECRET_ACCESS_KEY": "cos-secret-wrong-4242"})
     assert result["kind"] == "config"
     assert_clean(log.text, str(result), secrets=TEST_SECRETS)
+
+
+def test_the_action_api_key_never_leaves_even_when_the_platform_echoes_it(openwhisk: FakeOpenWhisk):
+    # A gateway in front of OpenWhisk answers an invocation with an error page that quotes the request's
+    # credentials: the action's own key (__OW_API_KEY) must not reach the result or the log.
+    openwhisk.status = 502
+    openwhisk.answer = f"bad gateway: user:key {API_KEY} / key {API_KEY.partition(':')[2]}".encode()
+    params = {"CLOUDANT_URL": "http://127.0.0.1:9", "CLOUDANT_DB": "one,two", "COS_ENDPOINT": "http://127.0.0.1:9",
+              "COS_BUCKET": "b-api-key", "COS_ACCESS_KEY_ID": "AKID", "COS_SECRET_ACCESS_KEY": "cos-secret-wrong-4242"}
+    result, log = run_main(params)
+    assert result["failed"] == ["one", "two"] and "HTTP 502" in result["databases"][0]["error"], result
+    assert_clean(log.text, json.dumps(result), secrets={API_KEY, *API_KEY.split(":")})
+    # What left the activation (the payloads, recorded by the fake) holds no key either.
+    assert openwhisk.calls and all("not-a-real-openwhisk-key" not in json.dumps(c["body"]) for c in openwhisk.calls)
+
+
+def test_activation_payloads_and_the_api_key_are_in_the_session_scan(openwhisk: FakeOpenWhisk):
+    result, _ = run_main({"CLOUDANT_URL": "http://127.0.0.1:9", "CLOUDANT_DB": "one,two", "COS_ENDPOINT": "http://127.0.0.1:9",
+                          "COS_BUCKET": "b-api-key", "COS_ACCESS_KEY_ID": "AKID", "COS_SECRET_ACCESS_KEY": "cos-secret-wrong-4242"})
+    assert result["ok"], result
+    assert openwhisk.calls[0]["body"] in [_json_or_none(output) for output in OUTPUTS]  # recorded for the scan
+    assert {API_KEY, *API_KEY.split(":")} <= session_secrets()
+
+
+def _json_or_none(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def test_no_secret_in_any_output_of_the_session():

@@ -14,6 +14,11 @@ read there. So a deleted trigger's rules turn inactive, a new trigger knows no r
 onto a recreated trigger stays inactive until `rule enable` (which needs the trigger to exist).
 Crons: the alarms feed parses with node `cron` 1.x (months 0-11, days of the week 0-6; it refuses 12 and 7
 there), a Code Engine cron subscription with robfig/cron (Knative PingSource: standard numbers, no 7).
+Invocations: `action invoke` and `trigger fire` (through the trigger's active rules) record an activation with the
+action's bound parameters and the invocation's on top (state["activations"]). An action annotated `final` refuses an
+invocation that names one of its bound parameters, as OpenWhisk's controller does (Actions.scala: "incoming
+parameters may not override final parameters"): `action invoke` fails with 400, a rule's activation is recorded
+as refused.
 $FAKE_CLI_FAIL: fail every call whose command line contains this text.
 """
 
@@ -32,6 +37,9 @@ ALARM_FEED = "/whisk.system/alarms/alarm"
 WSK_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_@ .-]{0,255}$")
 CE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 NOT_FOUND = 148  # wsk's exit code for HTTP 404 (status - 256)
+BAD_REQUEST = 144  # and for HTTP 400
+# OpenWhisk's Messages.parametersNotAllowed: the answer to an invocation that overrides a final parameter.
+PARAMETERS_NOT_ALLOWED = "Request defines parameters that are not allowed (e.g., reserved properties)."
 
 
 class Failure(Exception):
@@ -298,8 +306,23 @@ def wsk_action(state: dict[str, Any], verb: str, args: list[str]) -> None:
         if "--param-file" in options:
             with open(options["--param-file"]) as f:
                 action["params"] = json.load(f)  # replaces every bound parameter, like the real CLI
+        annotations = options.get("--annotation", []) + options.get("-a", [])
+        if annotations:  # replaces every annotation, like the real CLI; values are JSON when they parse
+            action["annotations"] = {k: json_value(v) for k, v in annotations}
         actions[name] = action
         out(f"ok: updated action {name}")
+        return
+    if verb == "invoke":
+        positional, options = parse(args, values=set(), pairs={"--param", "-p"},
+                                    flags={"--result", "-r", "--blocking", "-b"})
+        name = wsk_name(one(positional, "action invoke"))
+        if name not in actions:
+            raise missing("action", name)
+        params = {k: json_value(v) for k, v in options.get("--param", []) + options.get("-p", [])}
+        refused = activate(state, name, params)
+        if refused:
+            raise Failure(f"error: Unable to invoke action '{name}': {refused} (code 5c7d)", BAD_REQUEST)
+        out(f"ok: invoked /{NAMESPACE}/{name} with id {len(state['activations']):032x}")
         return
     positional, _ = parse(args, values=set())
     name = wsk_name(one(positional, f"action {verb}"))
@@ -315,6 +338,19 @@ def wsk_action(state: dict[str, Any], verb: str, args: list[str]) -> None:
         out(f"ok: deleted action {name}")
     else:
         raise Failure(f"unknown verb action {verb}", 2)
+
+
+def activate(state: dict[str, Any], action_name: str, params: dict[str, Any], **record: Any) -> str | None:
+    """One activation of an action: its bound parameters, the invocation's on top. Under `final` an invocation that
+    names a bound parameter (one with a value) is refused: the reason is returned and recorded."""
+    action = state["actions"][action_name]
+    bound = {k for k, v in action.get("params", {}).items() if v is not None}
+    activations = state.setdefault("activations", [])
+    if action.get("annotations", {}).get("final") is True and bound & set(params):
+        activations.append({"action": action_name, **record, "refused": PARAMETERS_NOT_ALLOWED})
+        return PARAMETERS_NOT_ALLOWED
+    activations.append({"action": action_name, **record, "params": {**action.get("params", {}), **params}})
+    return None
 
 
 def forget_rules(state: dict[str, Any], trigger: str) -> None:
@@ -363,6 +399,17 @@ def wsk_trigger(state: dict[str, Any], verb: str, args: list[str]) -> None:
         else:
             trigger["params"].update(params)
         out(f"ok: updated trigger {name}")
+    elif verb == "fire":
+        trigger = triggers.get(name)
+        if trigger is None:
+            raise missing("trigger", name)
+        # An alarm trigger fires with its trigger_payload; a plain one with its parameters. The fire's own on top.
+        payload = trigger["config"]["payload"] if trigger["feed"] else trigger["params"]
+        payload = {**(json_value(payload) if isinstance(payload, str) else payload), **params}
+        for rule_name, rule in sorted(state["rules"].items()):
+            if rule["trigger"] == name and rule["status"] == "active" and rule["action"] in state["actions"]:
+                activate(state, rule["action"], payload, rule=rule_name)
+        out(f"ok: triggered /_/{name} with id {len(state.get('activations', [])):032x}")
     elif verb == "get":
         trigger = triggers.get(name)
         if trigger is None:

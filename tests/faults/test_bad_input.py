@@ -208,23 +208,22 @@ def _with_attachments(body: bytes) -> bytes:
 
 
 # (id, new bytes from the good ones, keep the manifest, restore: kind + fragment | None (=bug), verify: kind + fragment)
+# (id, how the good backup is spoiled, manifest kept, restore's error, verify's error). With its manifest kept, an
+# object of another size is refused before the restore writes anything (or creates the target).
+SIZE_REFUSED = ("format", "truncated or replaced since the backup; nothing was written")
 OBJECTS = [
-    ("empty", lambda b: b"", True, ("format", "the object is empty"), ("format", "size is 0 bytes")),
+    ("empty", lambda b: b"", True, SIZE_REFUSED, ("format", "size is 0 bytes")),
     ("not-ours-random-text", lambda b: b"Lorem ipsum dolor\nsit amet \x00\xff\xfe\n" + os.urandom(64), False,
      ("format", "this is not a backup file"), ("format", "it has no manifest")),
-    ("truncated-mid-line", lambda b: b[: len(b) - 25], True,
-     ("format", "Error on line 5 of backup file - cannot parse as JSON"), ("format", "truncated: line 5 is cut short")),
-    ("truncated-at-a-line-end", lambda b: _join(_lines(b)[:-1]), True,
-     ("format", "does not match its manifest (truncated or altered)"),
+    ("truncated-mid-line", lambda b: b[: len(b) - 25], True, SIZE_REFUSED,
+     ("format", "truncated: line 5 is cut short")),
+    ("truncated-at-a-line-end", lambda b: _join(_lines(b)[:-1]), True, SIZE_REFUSED,
      ("format", "it holds 9 documents, the backup wrote 12")),
-    ("broken-line", lambda b: _replace(b, 3, _lines(b)[2][:-9] + b"garbage"), True,
-     ("format", "Error on line 3 of backup file - cannot parse as JSON"),
+    ("broken-line", lambda b: _replace(b, 3, _lines(b)[2][:-9] + b"garbage"), True, SIZE_REFUSED,
      ("format", "Error on line 3 of backup file - cannot parse as JSON")),
-    ("non-array-line", lambda b: _replace(b, 4, b'{"docs": "not an array"}'), True,
-     ("format", "Error on line 4 of backup file - not an array of documents"),
+    ("non-array-line", lambda b: _replace(b, 4, b'{"docs": "not an array"}'), True, SIZE_REFUSED,
      ("format", "Error on line 4 of backup file - not an array of documents")),
-    ("made-with-attachments", _with_attachments, True, ("format", "made with attachments"),
-     ("format", "made with attachments")),
+    ("made-with-attachments", _with_attachments, True, SIZE_REFUSED, ("format", "made with attachments")),
 ]
 BUG_RESTORE: dict[str, str] = {}  # case id -> reason, for a known bug (strict xfail)
 
@@ -259,10 +258,12 @@ def test_restore_of_a_bad_object_fails_clearly_and_says_what_was_written(couch, 
     kind, fragment = expected or ("format", "not a backup")
     assert "error" in result and result.get("kind") == kind, result
     assert fragment in result["error"] and not log.events("crashed")
-    if "was not written to" in result["error"]:  # and, created by this run, deleted again
+    if "nothing was written" in result["error"]:  # refused before the target was even created
+        assert not db_exists(couch, target)
+    elif "holds no documents" in result["error"]:  # and, created by this run, deleted again
         assert "is deleted again" in result["error"] and not db_exists(couch, target)
-    else:
-        assert "may now hold a partial restore" in result["error"]
+    else:  # exactly what it holds
+        assert f"now holds {len(live_docs(couch, target))} documents" in result["error"], result
     assert keys_in(s3_client, module_bucket) == before and incomplete_uploads(s3_client, module_bucket) == []
 
 

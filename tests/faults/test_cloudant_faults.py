@@ -201,7 +201,7 @@ def test_a_persistent_fault_mid_restore_fails_cleanly_and_says_partial(couch, mo
     couch_proxy.add_rule(BULK_DOCS, Fault.status(500, times=None), skip=2)  # two batches land, then every write fails
     result, _, elapsed = timed(args)
     target = args["CLOUDANT_DB"]
-    assert_failed_cleanly(result, "cloudant", ("restoring batch 3", "partial restore", "delete it before retrying"),
+    assert_failed_cleanly(result, "cloudant", ("restoring batch 3", "now holds 100 documents", "delete it before restoring again"),
                           s3_client, module_bucket, target, elapsed, within=20)
     assert len(live_docs(couch, target)) == 100  # what the error warns about: a partial restore
 

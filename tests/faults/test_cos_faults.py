@@ -247,7 +247,7 @@ def test_a_persistent_fault_reading_the_object_fails_the_restore_cleanly(couch, 
     s3_proxy.add_rule(get_object(module_bucket, small_backup["key"]), Fault.status(503, times=None))
     result, _, elapsed = timed(args)
     fragments = (f"reading cos://{module_bucket}/{small_backup['key']}", "SlowDown",
-                 f"'{args['CLOUDANT_DB']}' was not written to, and is deleted again (this run had created it)")
+                 f"'{args['CLOUDANT_DB']}' holds no documents, and is deleted again (this restore had created it)")
     assert_failed_cleanly(result, "cos", fragments, s3_client, module_bucket, args["CLOUDANT_DB"], elapsed, within=20)
     assert not db_exists(couch, args["CLOUDANT_DB"])  # nothing was written, and the empty target is gone
 

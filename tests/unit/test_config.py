@@ -582,3 +582,46 @@ def test_a_password_in_iam_token_url_is_a_secret_everywhere() -> None:
     load_config(args_with({"IAM_TOKEN_URL": "https://svc:token%2Fpw-77@iam.internal.example/identity/token"}))
     text = "CredentialRetrievalError: POST https://svc:token%2Fpw-77@iam.internal.example failed; pw token/pw-77"
     assert "pw-77" not in redact(text)
+
+
+# ---- issue 14: the IAM keys only go to an https token endpoint ----------------------------------------------------
+
+
+@pytest.mark.parametrize("url", [
+    "http://iam.example.com/identity/token",
+    "http://attacker.example:8080/identity/token",
+    "http://10.1.2.3/identity/token",
+    "http://localhost.attacker.example/identity/token",
+    "http://127.0.0.1.attacker.example/identity/token",
+    "http://[::2]/identity/token",
+    "http://u:iam-proxy-pw-14@iam.example.com/identity/token",
+])
+def test_iam_token_url_must_use_https_except_on_a_loopback_host(url: str) -> None:
+    message = error_for({"CLOUDANT_IAM_KEY": "https-check-iam-key", "IAM_TOKEN_URL": url})
+    assert "IAM_TOKEN_URL must use https://" in message, message
+    assert "iam-proxy-pw-14" not in message
+    # Even when no IAM key is given now: the URL is checked like every other parameter.
+    assert "IAM_TOKEN_URL must use https://" in error_for({"IAM_TOKEN_URL": url})
+
+
+@pytest.mark.parametrize("url", [
+    "https://iam.cloud.ibm.com/identity/token",
+    "https://private.iam.cloud.ibm.com/identity/token",
+    "https://10.1.2.3:8443/identity/token",
+    "http://127.0.0.1:9/identity/token",
+    "http://127.45.6.7/identity/token",
+    "http://localhost:8080/identity/token",
+    "http://LOCALHOST/identity/token",
+    "http://[::1]:8080/identity/token",
+])
+def test_https_or_a_loopback_host_is_accepted_as_iam_token_url(url: str) -> None:
+    config = load_config(args_with({"CLOUDANT_IAM_KEY": "https-check-iam-key", "IAM_TOKEN_URL": url}))
+    assert config.cloudant is not None and config.cloudant.iam_token_url == url
+
+
+def test_iam_token_url_is_not_a_public_parameter() -> None:
+    from backup.config import PUBLIC_PARAMS
+
+    config = load_config(args_with({"IAM_TOKEN_URL": "https://iam.example.com/identity/token", "PAGE_SIZE": 10}))
+    assert "IAM_TOKEN_URL" not in PUBLIC_PARAMS and "IAM_TOKEN_URL" not in config.public_params
+    assert config.public_params["PAGE_SIZE"] == 10

@@ -13,6 +13,7 @@ from backup.errors import FormatError
 from backup.format import (
     LineDecoder,
     ascii_json,
+    bulk_docs_json,
     encode,
     is_metadata,
     metadata_line,
@@ -311,3 +312,10 @@ def test_a_line_longer_than_the_limit_is_refused_before_it_is_held() -> None:
     with pytest.raises(FormatError, match="line 2 is longer than 0 MiB"):
         next(lines)
     assert list(split_lines(iter([b"x" * 1000 + b"\n"]), max_line=1000)) == [(b"x" * 1000, True)]
+
+
+def test_bulk_docs_json_writes_new_edits_as_asked() -> None:
+    """Docs without `_rev` (couchbackup before 2.4.2) go as new edits; a lone surrogate still as its escape."""
+    docs = [{"_id": "s", "v": "\ud800"}]
+    assert json.loads(bulk_docs_json(docs)) == {"docs": docs, "new_edits": False}
+    assert bulk_docs_json(docs, new_edits=True) == b'{"docs":[{"_id":"s","v":"\\ud800"}],"new_edits":true}'

@@ -224,3 +224,100 @@ def test_a_result_keeps_the_keys_it_names_even_when_a_short_secret_occurs_in_the
     assert redacted["key"] == result["key"] and redacted["backups"][0]["key"] == "a_backup.txt"
     assert redacted["chain"] == ["x_backup.txt"]
     assert redacted["error"] == "login with **** failed" and redacted["backups"][0]["note"] == "****"
+
+
+# ---- issue 14: secrets are masked in free text only -------------------------------------------------------------
+
+SHA = "3f9c1e0a2b7d4c5e8f60718293a4b5c6d7e8f90112233445566778899aabbccd"
+
+
+def _finished_backup(password: str) -> dict[str, object]:
+    """A backup's result (as backup.py builds it) and its error texts, for a database named after nothing secret."""
+    return {
+        "ok": True, "complete": True, "operation": "backup", "database": "orders", "bucket": "orders-backups",
+        "key": "orders_2026-11-21T01:00:00.000000Z_backup.txt", "kind": "full", "docs": 1, "bytes": 1041, "parts": 1,
+        "invocations": 1, "seconds": 0.51, "sha256": SHA, "doc_count": 1, "docs_per_second": 1.9,
+        "full_because": "there is no complete backup of the database yet", "deleted_old_backups": [],
+        "continued_by": {"hop": 1, "activation_id": "0f1e2d3c4b5a69788796a5b4c3d2e1f0"},
+        "databases": [{"database": "orders", "key": "orders_2026-11-21T01:00:00.000000Z_backup.txt", "kind": "full",
+                       "docs": 1, "time": "2026-11-21T01:00:00.000000Z"}],
+    }
+
+
+@pytest.mark.parametrize("password", ["full", "ok", "1", SHA[20:25], "2026", "orders"])
+def test_a_short_password_never_changes_identifiers_kinds_hashes_times_or_counts(monkeypatch, password: str) -> None:
+    from backup import redaction
+    from backup.redaction import IDENTIFIERS, redact_all
+
+    monkeypatch.setattr(redaction, "_known", set(redaction._known))  # this one must not outlive the test
+    register(password)
+    result = _finished_backup(password)
+    assert redact_all(result, IDENTIFIERS) == result
+    assert redact_all(result) == result  # the log's call, without extra names
+
+
+@pytest.mark.parametrize("password", ["full", "ok", "1", SHA[20:25], "2026", "orders"])
+def test_log_lines_stay_exact_with_a_short_password(monkeypatch, password: str) -> None:
+    from backup import redaction
+
+    monkeypatch.setattr(redaction, "_known", set(redaction._known))
+    register(password)
+    stream = io.StringIO()
+    log = Log(stream)
+    log.info("backup_started", database="orders", bucket="orders-backups", key="orders_2026_backup.txt", kind="full",
+             base=None, update_seq="12-g1AAAAfullbackup")
+    log.info("backup_finished", **_finished_backup(password))
+    log.info("part_uploaded", key="orders_2026_backup.txt", part=1, bytes=5242880, total_bytes=5242880)
+    started, finished, part = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert started["event"] == "backup_started" and started["level"] == "info" and started["kind"] == "full"
+    assert started["update_seq"] == "12-g1AAAAfullbackup" and started["key"] == "orders_2026_backup.txt"
+    assert {k: finished[k] for k in _finished_backup(password)} == _finished_backup(password)
+    assert part == {"ts": part["ts"], "level": "info", "event": "part_uploaded", "key": "orders_2026_backup.txt",
+                    "part": 1, "bytes": 5242880, "total_bytes": 5242880}
+    assert MASK not in stream.getvalue()
+
+
+@pytest.mark.parametrize("password", ["full", SHA[20:25], "2026"])
+def test_error_texts_and_details_still_mask_the_password(monkeypatch, password: str) -> None:
+    from backup import redaction
+    from backup.redaction import IDENTIFIERS, redact_all
+
+    monkeypatch.setattr(redaction, "_known", set(redaction._known))
+    register(password)
+    said = f"401: name or password {password} is incorrect"
+    result = {"ok": False, "kind": "cloudant", "error": said, "detail": said, "warnings": [said],
+              "retention_error": said, "databases": [{"database": "orders", "error": said, "kind": "cloudant"}],
+              "continued_by": {"hop": 1, "error": said}, "something_new": said}
+    redacted = redact_all(result, IDENTIFIERS)
+    masked = f"401: name or password {MASK} is incorrect"
+    assert redacted == {"ok": False, "kind": "cloudant", "error": masked, "detail": masked, "warnings": [masked],
+                        "retention_error": masked, "databases": [{"database": "orders", "error": masked, "kind": "cloudant"}],
+                        "continued_by": {"hop": 1, "error": masked}, "something_new": masked}
+    stream = io.StringIO()
+    Log(stream).error("failed", kind="cloudant", error=said, message=said, reason=said, hint=said, traceback=said)
+    record = json.loads(stream.getvalue())
+    assert record["kind"] == "cloudant" and record["event"] == "failed" and record["level"] == "error"
+    assert all(record[k] == masked for k in ("error", "message", "reason", "hint", "traceback")), record
+
+
+def test_an_unknown_field_keeps_hashes_times_and_numbers_and_masks_other_text(monkeypatch) -> None:
+    from backup import redaction
+    from backup.redaction import redact_all
+
+    monkeypatch.setattr(redaction, "_known", set(redaction._known))
+    register("abcd1")
+    register("2026-1")
+    value = {"etag_of_part": '"abcd1' + "0" * 27 + '"', "when": "2026-11-21T01:00:00.000000Z", "n": "12",
+             "uuid": "abcd1234-0000-4000-8000-000000000000", "note": "signed with abcd1", "url": "https://x/abcd1"}
+    redacted = redact_all(value)
+    assert redacted["etag_of_part"] == value["etag_of_part"] and redacted["when"] == value["when"]
+    assert redacted["n"] == "12" and redacted["uuid"] == value["uuid"]
+    assert redacted["note"] == f"signed with {MASK}" and redacted["url"] == f"https://x/{MASK}"
+
+
+def test_values_under_credential_names_are_masked_whole() -> None:
+    stream = io.StringIO()
+    Log(stream).warning("request", headers={"Authorization": "Bearer tok-issue14", "Cookie": "AuthSession=abc14"},
+                        password="pw-issue14-unregistered")
+    record = json.loads(stream.getvalue())
+    assert record["headers"] == {"Authorization": MASK, "Cookie": MASK} and record["password"] == MASK
