@@ -309,6 +309,8 @@ def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None
         # Aborted already when the failure left `with upload` (this covers one raised by its own exit, a signal's);
         # the guard keeps an upload another invocation took over.
         upload.abort()
+        if upload.completed:  # a signal right after the completion: an object without its manifest must not stay
+            _delete_unverifiable(s3, bucket, cp.key, log)
         if tracked:
             store.delete(cp)  # the checkpoint points at nothing now (deleted only while it is still ours)
         raise
@@ -316,7 +318,8 @@ def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None
         if reader.thread.ident is not None:
             # After a clean end the reader has already finished; after a failure or the deadline it may be
             # inside a request: it is a daemon thread whose next write raises, so do not wait for it.
-            reader.thread.join(timeout=2.0)
+            with interrupt.deferred():  # a signal here would leave a completed object without its manifest
+                reader.thread.join(timeout=2.0)
 
     return _with_leftovers(_finish(config, s3, store if tracked else None, cp, upload, reader, log, started_at,
                                    changed), leftovers)
@@ -379,6 +382,18 @@ def _checkpoint(config: Config, store: CheckpointStore, cp: Checkpoint, upload: 
     return result
 
 
+def _delete_unverifiable(s3: Any, bucket: str, key: str, log: Log) -> bool:
+    """Delete a completed object whose manifest was not written. False (logged) when that fails too."""
+    try:
+        with interrupt.deferred():
+            cos.delete(s3, bucket, key)
+        return True
+    except BackupError as exc:
+        log.error("unverifiable_object_left", key=key, error=str(exc),
+                  detail="the backup has no manifest, so it counts as incomplete; delete it by hand")
+        return False
+
+
 def _finish(config: Config, s3: Any, store: CheckpointStore | None, cp: Checkpoint, upload: cos.MultipartUpload,
             reader: _Reader, log: Log, started_at: float, changed: bool) -> dict[str, Any]:
     bucket = config.cos.bucket
@@ -391,16 +406,14 @@ def _finish(config: Config, s3: Any, store: CheckpointStore | None, cp: Checkpoi
         last_id=upload.mark if cp.kind == "full" else None, kind=cp.kind, base=cp.base, since=cp.since,
         invocations=cp.invocations + 1, host=cp.host, instance=cp.instance, doc_count=cp.doc_count,
     )
-    if store is not None:
-        store.delete(cp)  # the upload is complete: its checkpoint is stale whatever happens to the manifest
     try:
+        if store is not None:
+            store.delete(cp)  # the upload is complete: its checkpoint is stale whatever happens to the manifest
         cos.put_json(s3, bucket, manifest_key(cp.key), manifest.to_json())
-    except BackupError as exc:
+    except BaseException as exc:  # a failure, or a signal: never an object without its manifest
         # Without its manifest the object cannot be verified: remove it rather than leave a doubtful backup.
-        try:
-            cos.delete(s3, bucket, cp.key)
-        except BackupError as cleanup:
-            raise CosError(f"{exc}; and deleting the unverifiable object failed too: {cleanup}") from None
+        if not _delete_unverifiable(s3, bucket, cp.key, log) and isinstance(exc, BackupError):
+            raise CosError(f"{exc}; and deleting the unverifiable object {cp.key} failed too") from None
         raise
     seconds = round(time.monotonic() - started_at, 3)
     result: dict[str, Any] = {

@@ -127,6 +127,12 @@ class CheckpointStore:
     def load(self) -> Checkpoint | None:
         """Read the checkpoint at the start of a run: its version is the one a lease write replaces."""
         cp, self.etag = self.read()
+        if cp is not None and cp.database != self.db:
+            # COS_PREFIX "nightly-" + database "app" and no prefix + database "nightly-app" make one key: never
+            # continue (or abandon) another database's backup.
+            raise CosError(f"{cos.where(self.bucket, self.key)} is the checkpoint of a backup of '{cp.database}', not "
+                           f"of '{self.db}': the COS_PREFIX and database names make the same key; use a COS_PREFIX "
+                           "that ends with '/'")
         return cp
 
     def _write(self, cp: Checkpoint, create: bool, lost: Callable[[], str]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from backup import interrupt
 from backup.action import run
-from backup.config import looks_like_ours
+from backup.config import from_environment
 from backup.errors import BackupError, ConfigError
 from backup.log import Log
 from backup.redaction import IDENTIFIERS, redact, redact_all
@@ -50,8 +50,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def build_args(ns: argparse.Namespace, environ: dict[str, str]) -> dict[str, Any]:
-    # Only the environment variables that are parameters, or look like one (a typo gets a warning): never PATH & co.
-    args: dict[str, Any] = {name: value for name, value in environ.items() if looks_like_ours(name)}
+    # Only the environment variables that are parameters or of our prefixes (a typo there warns): never PATH & co.
+    args: dict[str, Any] = from_environment(environ)
     args["OPERATION"] = ns.operation
     flags = {"db": "CLOUDANT_DB", "key": "COS_KEY", "source_db": "SOURCE_DB", "prefix": "COS_PREFIX"}
     for attr, name in flags.items():

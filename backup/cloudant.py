@@ -280,7 +280,7 @@ def iter_pages(client: CloudantV1, db: str, max_rows: int, page_bytes: int, afte
                 response = ahead.response() if ahead is not None else request(last_id, rest, end_key)
                 ahead = None
                 docs: list[tuple[str, bytes]] = []
-                skip = last_id
+                skip, received_before = last_id, received
                 try:
                     rows = _page_rows(response.iter_content(STREAM_CHUNK))
                     if isinstance(rows, Page):
@@ -314,6 +314,8 @@ def iter_pages(client: CloudantV1, db: str, max_rows: int, page_bytes: int, afte
                     if ahead is not None:
                         ahead.drop()  # this page is read again first
                         ahead = None
+                    if received > received_before:
+                        faults = 0  # it got on: only faults in a row give up (a whole read may be cut often)
                     faults = _after_body_fault(faults, exc, what, where)
                     if docs:
                         yield docs  # rows already decoded are good: keep them, continue after them

@@ -254,6 +254,12 @@ def looks_like_ours(name: str) -> bool:
     return upper.startswith(OUR_PREFIXES) or _closest(name)[1] <= TYPO_DISTANCE
 
 
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The parameters in an environment (a shell, a Code Engine job): the names that are, or look like, ours (a
+    look-alike then warns as a typo); never PATH and the like."""
+    return {name: value for name, value in environ.items() if looks_like_ours(name)}
+
+
 def unknown_parameters(names: Iterable[Any]) -> list[str]:
     """A warning for each name that is not a parameter but looks like one, with the parameter it probably means."""
     warnings = []

@@ -199,14 +199,14 @@ class LineDecoder:
         raise FormatError(message)
 
 
-def split_lines(chunks: Iterable[bytes], max_line: int = MAX_LINE_BYTES) -> Iterator[tuple[bytes, bool]]:
+def split_lines(chunks: Iterable[bytes | bytearray], max_line: int = MAX_LINE_BYTES) -> Iterator[tuple[bytes, bool]]:
     """Lines of a byte stream as (line without `\\n`, ended_with_newline).
 
     Splits on `\\n` bytes only (str.splitlines would also split on U+2028 inside JSON strings). A final
     line without a newline is still yielded, flagged, so a truncated object shows as a broken last line.
     A line longer than `max_line` is an error: an object without newlines would otherwise be held whole.
     """
-    pending: list[bytes] = []
+    pending: list[bytes | bytearray] = []
     size = number = 0
     for chunk in chunks:
         start = 0

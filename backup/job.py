@@ -20,6 +20,7 @@ from typing import Any
 
 from backup import errors, interrupt
 from backup.action import main as action_main
+from backup.config import from_environment
 from backup.errors import BackupError, ConfigError
 from backup.log import Log
 
@@ -32,8 +33,8 @@ _EXIT_CODES = {
 
 
 def build_args(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The environment, overlaid with the CE_DATA object; raise ConfigError when CE_DATA is not one."""
-    args: dict[str, Any] = dict(environ)
+    """The environment's parameters, overlaid with the CE_DATA object; raise ConfigError when CE_DATA is not one."""
+    args: dict[str, Any] = from_environment(environ)
     raw = environ.get("CE_DATA", "").strip()
     if raw:
         try:

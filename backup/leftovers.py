@@ -71,8 +71,8 @@ def _referenced(s3: Any, bucket: str, prefix: str, db: str) -> set[str] | None:
     ids: set[str] = set()
     for item in cos.list_objects(s3, bucket, f"{prefix}{encode_db(db)}.checkpoint."):
         key = item["Key"]
-        if not key.endswith(".json"):
-            continue  # a tail
+        if not key.endswith(".json") or key.endswith(f"{encode_db(db)}.checkpoint.json"):
+            continue  # a tail, or an earlier version's checkpoint (never continued now: its upload is a leftover)
         got = cos.read_versioned(s3, bucket, key)
         if got is None:
             continue  # deleted meanwhile

@@ -77,16 +77,17 @@ def passed_on(params: dict[str, Any], log: Log) -> dict[str, Any]:
     """The payload for another activation of this action: `params` without the action's bound parameters when it
     is `final` (OpenWhisk refuses an invocation naming one; the next activation gets them from the platform, with
     the values this one had). Not final (deployed before deploy.sh set it): `params` as they are, overrides
-    included. Record unreadable: `params` as they are, and a warning (a final action then refuses the invocation,
-    which its caller reports; the next scheduled run continues)."""
+    included. Record unreadable: only what the activation itself sets (a final action refuses any payload naming a
+    bound parameter; the platform supplies those), and a warning: overrides given at invoke time are lost then."""
     if not available():
         return dict(params)  # invoking fails anyway, and says why
     try:
         final, bound = bound_parameters()
     except BackupError as exc:
         log.warning("bound_parameters_unknown", error=str(exc),
-                    detail="passing every parameter on; if the action is final, OpenWhisk refuses the invocation")
-        return dict(params)
+                    detail="passing on only the database, the hop and the restore's key; the rest comes from the "
+                           "action's bound parameters")
+        return {name: value for name, value in params.items() if name in (*OWN_PARAMS, "OPERATION", "COS_KEY")}
     if not final:
         return dict(params)
     return {name: value for name, value in params.items() if name in OWN_PARAMS or name not in bound}

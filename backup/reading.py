@@ -32,7 +32,8 @@ def object_lines(s3: Any, bucket: str, key: str, manifest: Manifest | None,
         yield raw, offset
 
 
-def _stream(s3: Any, bucket: str, key: str, manifest: Manifest | None, position: Position) -> Iterator[bytes]:
+def _stream(s3: Any, bucket: str, key: str, manifest: Manifest | None,
+            position: Position) -> Iterator[bytes | bytearray]:
     if manifest is not None:
         index, start = part_at(manifest.parts, position.offset)
         if index >= len(manifest.parts):
@@ -40,6 +41,9 @@ def _stream(s3: Any, bucket: str, key: str, manifest: Manifest | None, position:
         parts = verified_parts(cos.iter_chunks(s3, bucket, key, start), manifest.parts, cos.where(bucket, key), index)
         return _skip(parts, position.offset - start)
     if position.gzip is False and position.offset:
+        size = cos.size(s3, bucket, key)
+        if size is not None and position.offset >= size:  # stopped after its last line: a ranged GET there is refused
+            return iter(())
         return cos.iter_chunks(s3, bucket, key, position.offset)
     chunks = cos.iter_chunks(s3, bucket, key)
     first = next(chunks, b"")
@@ -47,7 +51,7 @@ def _stream(s3: Any, bucket: str, key: str, manifest: Manifest | None, position:
     return _skip(gunzip_if_compressed(itertools.chain([first], chunks)), position.offset)
 
 
-def _skip(chunks: Iterable[bytes], count: int) -> Iterator[bytes]:
+def _skip(chunks: Iterable[bytes | bytearray], count: int) -> Iterator[bytes | bytearray]:
     """The stream without its first `count` bytes."""
     for chunk in chunks:
         if count >= len(chunk):

@@ -74,6 +74,17 @@ def _forms(value: str) -> set[str]:
     return {value, json.dumps(value)[1:-1]} | encoded
 
 
+# A registered secret this long is masked in every field, identifiers and hash-like values included: it cannot
+# occur in a key or a hash by chance (a short one can: "full", "2026"), and an HMAC secret looks like a hash.
+LONG_SECRET = 12
+
+
+def _holds_long_secret(text: str) -> bool:
+    with _lock:
+        values = [v for v in _known if len(v) >= LONG_SECRET]
+    return any(form in text for value in values for form in _forms(value))
+
+
 def redact(text: str) -> str:
     """Mask every registered secret (in all its forms), URL userinfo and auth headers in text."""
     with _lock:
@@ -95,7 +106,7 @@ IDENTIFIERS = frozenset({
     # objects, places, ids
     "key", "base", "chain", "bucket", "database", "databases", "host", "prefix", "deleted_old_backups",
     "retention_skipped", "unreadable_manifests", "deleted", "failed", "source_db", "activation_id", "upload_id", "id",
-    "request",
+    "request", "aborted_uploads", "mark", "last_id", "written",
     # kinds
     "kind", "operation", "mode", "fanout", "level", "event", "service", "backup",
     # hashes and sequences
@@ -142,7 +153,7 @@ def _redact_value(value: Any, field: Any, verbatim: frozenset[str]) -> Any:
     if value is None or isinstance(value, (bool, int, float)):
         return value
     text = value if isinstance(value, str) else str(value)
-    if isinstance(field, str) and field not in FREE_TEXT:
+    if isinstance(field, str) and field not in FREE_TEXT and not _holds_long_secret(text):
         if field in verbatim:
             return text
         if _CREDENTIAL_FIELD.search(field):

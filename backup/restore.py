@@ -31,6 +31,7 @@ from backup.format import SKIPPED_KEPT, LineDecoder, bulk_docs_json, edit_runs
 from backup.leaves import stale_leaves, tombstone
 from backup.log import Log
 from backup.manifest import Manifest
+from backup.plan import instance_of
 from backup.reading import object_lines
 from backup.resume import Position, RestorePoint, RestorePoints
 from backup.writer import BatchWriter, HeldDesignDocs, Target, chain_total, is_design
@@ -189,10 +190,11 @@ def _apply(target: Target, s3: Any, bucket: str, key: str, manifest: Manifest | 
             position.offset, position.line, position.metadata = offset, decoder.number, decoder.metadata
             if deadline.reached():
                 position.run = writer.pause() if writer is not None else position.run
+                position.skipped += decoder.skipped_count
                 return True
         if decoder.number == 0:
             raise FormatError(f"restoring {where}: the object is empty")
-        if decoder.metadata is None and position.docs_seen == 0 and decoder.skipped_count:
+        if decoder.metadata is None and position.docs_seen == 0 and position.skipped + decoder.skipped_count:
             raise FormatError(f"restoring {where}: none of its {decoder.number} lines is a backup line: "
                               "this is not a backup file")
         if manifest is not None and position.docs_seen != manifest.docs:
@@ -262,7 +264,7 @@ def _run_chain(target: Target, s3: Any, bucket: str, chain: list[tuple[str, Mani
     return False
 
 
-def _check_sizes(s3: Any, bucket: str, chain: list[tuple[str, Manifest | None]]) -> None:
+def _check_sizes(s3: Any, bucket: str, chain: list[tuple[str, Manifest | None]], resumed: bool) -> None:
     """Before anything is written: every object of the chain has the size its manifest recorded (one HEAD each),
     so a truncated or extended object is refused with the target untouched."""
     for object_key, manifest in chain:
@@ -272,19 +274,15 @@ def _check_sizes(s3: Any, bucket: str, chain: list[tuple[str, Manifest | None]])
         if size != manifest.bytes:
             found = "missing" if size is None else f"{size} bytes"
             raise FormatError(f"restoring {cos.where(bucket, object_key)}: it is {found}, but its manifest recorded "
-                              f"{manifest.bytes} bytes: truncated or replaced since the backup; nothing was written")
+                              f"{manifest.bytes} bytes: truncated or replaced since the backup"
+                              + ("" if resumed else "; nothing was written"))
 
 
-def _begin(config: Config, client: Any, s3: Any, points: RestorePoints,
+def _begin(config: Config, client: Any, s3: Any, points: RestorePoints, point: RestorePoint | None,
            log: Log) -> tuple[RestorePoint, list[tuple[str, Manifest | None]]]:
     """A new restore (resolve the key and chain, check the objects, prepare the target) or the one checkpointed."""
     assert config.db is not None and config.key is not None and config.cloudant is not None
     db, bucket = config.db, config.cos.bucket
-    point = points.load()
-    if point is not None and not point.continues(config.key, config.source_db):
-        raise CosError(f"restoring into '{db}': another restore into it, of {point.key}, is checkpointed in "
-                       f"{cos.where(bucket, points.key)}; finish it (run it again with its parameters), or delete "
-                       "that checkpoint and the database to start over")
     key = point.key if point is not None else config.key
     if key == "latest":
         assert config.source_db is not None
@@ -297,19 +295,29 @@ def _begin(config: Config, client: Any, s3: Any, points: RestorePoints,
         raise FormatError(f"restoring {exc}") from None
     if point is not None and [k for k, _ in chain] != point.chain:
         raise FormatError(f"restoring {cos.where(bucket, key)}: its chain is not the one this checkpointed restore "
-                          f"began with ({', '.join(point.chain)}); delete {cos.where(bucket, points.key)} and the "
-                          "database to start over")
-    _check_sizes(s3, bucket, chain)
+                          f"began with ({', '.join(point.chain)})")
+    _check_sizes(s3, bucket, chain, resumed=point is not None)
     if point is not None:
+        _check_same_target(client, point)
         log.info("restore_resumed", database=db, key=key, member=point.member, line=point.position.line,
                  invocation=point.invocations + 1)
         return point, chain
     created = _prepare_target(client, db, config.create_target, config.allow_non_empty, log)
     point = RestorePoint(database=db, host=config.cloudant.host, requested=config.key,
                          source_db=config.source_db, key=key, chain=[k for k, _ in chain], created=created,
-                         started=time.time(), totals=_fresh_totals())
+                         started=time.time(), totals=_fresh_totals(),
+                         target_instance=instance_of(cloudant.database_info(client, db)))
     log.info("restore_started", database=db, bucket=bucket, key=key, chain=point.chain)
     return point, chain
+
+
+def _check_same_target(client: Any, point: RestorePoint) -> None:
+    """A continued restore writes into the database the first invocation wrote into, not one re-created (empty)
+    since under its name: that would end 'complete' holding only the rest."""
+    info = cloudant.database_info(client, point.database)  # 404: a CloudantError naming it
+    if instance_of(info) != point.target_instance:
+        raise CloudantError(f"restoring into '{point.database}': the database was deleted and re-created since this "
+                            "restore's checkpoint (its instance_start_time changed): it does not hold what was written")
 
 
 def _fresh_totals() -> dict[str, Any]:
@@ -325,10 +333,20 @@ def run_restore(config: Config, log: Log) -> dict[str, Any]:
                                          config.tune("SAFETY_MARGIN") or None)
     client, s3 = make_clients(config, log)
     points = RestorePoints(s3, bucket, config.cos.prefix, db, config.cloudant.host, log)
-    point, chain = _begin(config, client, s3, points, log)
+    checkpointed = points.load()
+    if checkpointed is not None and not checkpointed.continues(config.key, config.source_db):
+        raise CosError(f"restoring into '{db}': another restore into it, of {checkpointed.key}, is checkpointed in "
+                       f"{cos.where(bucket, points.key)}; finish it (run it again with its parameters), or delete "
+                       "that checkpoint and the database to start over")
     designs = HeldDesignDocs(DESIGN_DOCS_HELD_BYTES)
-    designs.overflowed = point.designs_overflowed
-    designs.load(points.load_designs(point))
+    try:
+        point, chain = _begin(config, client, s3, points, checkpointed, log)
+        designs.overflowed = point.designs_overflowed
+        designs.load(points.load_designs(point))
+    except BackupError as exc:
+        if checkpointed is None:
+            raise
+        raise _failed(exc, client, db, checkpointed, points, log) from None  # it says what the target holds
     parallelism = config.tune("RESTORE_PARALLELISM")
     failure: BackupError | None = None
     stopped = False
@@ -362,7 +380,7 @@ def _failed(exc: BackupError, client: Any, db: str, point: RestorePoint, points:
         if not held and not deleted:
             if point.created and _drop_created(client, db, log):
                 state = "holds no documents, and is deleted again (this restore had created it)"
-                points.delete()
+                points.delete(point)
             else:
                 state = "holds no documents"
         else:
@@ -399,7 +417,7 @@ def _finished(config: Config, client: Any, points: RestorePoints, point: Restore
               started: float) -> dict[str, Any]:
     totals = point.totals
     if point.invocations:
-        points.delete()
+        points.delete(point)
     held = cloudant.database_info(client, point.database).get("doc_count")
     seconds = round(time.monotonic() - started, 3)
     result: dict[str, Any] = {

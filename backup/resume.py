@@ -10,6 +10,7 @@ harmless (`new_edits: false` keeps its revision).
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ class Position:
     metadata: dict[str, Any] | None = None  # the object's metadata line, once read
     docs_seen: int = 0  # documents read from it so far (checked against its manifest at its end)
     gzip: bool | None = None  # a gzip file (decided by its first bytes): read again from the start to go on
+    skipped: int = 0  # broken lines skipped in it so far (a file without a metadata line)
     run: dict[str, Any] | None = None  # the leaf run of an incremental in progress (see leaves.LeafSets)
 
 
@@ -48,7 +50,8 @@ class RestorePoint:
     phase: str = "docs"  # "docs"; "design": the design documents, read again (too many to hold)
     position: Position = field(default_factory=Position)
     totals: dict[str, Any] = field(default_factory=dict)
-    designs: bool = False  # design documents held so far are in the sidecar object
+    designs_key: str | None = None  # the sidecar object holding the design documents held so far
+    target_instance: str | None = None  # the target's instance_start_time when the restore began
     designs_overflowed: bool = False
     invocations: int = 0
     format: str = FORMAT
@@ -75,32 +78,43 @@ class RestorePoints:
     """The restore checkpoint (and its design-documents sidecar) of one target, in the bucket."""
 
     def __init__(self, s3: Any, bucket: str, prefix: str, db: str, host: str, log: Log) -> None:
-        self.s3, self.bucket, self.log = s3, bucket, log
+        self.s3, self.bucket, self.log, self.db = s3, bucket, log, db
         self.key = restore_checkpoint_key(prefix, db, host)
-        self.designs_key = self.key + ".design"
 
     def load(self) -> RestorePoint | None:
         if not cos.exists(self.s3, self.bucket, self.key):
             return None
         try:
-            return RestorePoint.from_json(cos.get_json(self.s3, self.bucket, self.key))
+            point = RestorePoint.from_json(cos.get_json(self.s3, self.bucket, self.key))
         except (ValueError, TypeError):
             raise CosError(f"{cos.where(self.bucket, self.key)} is not a readable restore checkpoint; delete it and "
                            "the target database to start the restore afresh") from None
+        if point.database != self.db:  # a COS_PREFIX without a final '/' can make two targets' keys one
+            raise CosError(f"{cos.where(self.bucket, self.key)} is the checkpoint of a restore into "
+                           f"'{point.database}', not '{self.db}': use a COS_PREFIX that ends with '/'")
+        return point
 
     def save(self, point: RestorePoint, designs: bytes) -> None:
-        """The sidecar first, then the checkpoint that says it is there."""
-        point.designs = bool(designs)
-        if designs:
-            cos.put_bytes(self.s3, self.bucket, self.designs_key, designs)
+        """A new sidecar (a name of its own: two invocations continuing one restore at once never pair one's
+        checkpoint with the other's sidecar), then the checkpoint naming it, then the previous sidecar goes."""
+        previous = point.designs_key
+        point.designs_key = f"{self.key}.design.{uuid.uuid4().hex[:12]}" if designs else None
+        if point.designs_key is not None:
+            cos.put_bytes(self.s3, self.bucket, point.designs_key, designs)
         cos.put_json(self.s3, self.bucket, self.key, point.to_json())
+        if previous:
+            self._delete(previous)
 
     def load_designs(self, point: RestorePoint) -> bytes:
-        return cos.get_bytes(self.s3, self.bucket, self.designs_key) if point.designs else b""
+        return cos.get_bytes(self.s3, self.bucket, point.designs_key) if point.designs_key else b""
 
-    def delete(self) -> None:
-        for key in (self.designs_key, self.key):
-            try:
-                cos.delete(self.s3, self.bucket, key)
-            except CosError as exc:
-                self.log.warning("restore_checkpoint_cleanup_failed", key=key, error=str(exc))
+    def delete(self, point: RestorePoint) -> None:
+        for key in (point.designs_key, self.key):
+            if key:
+                self._delete(key)
+
+    def _delete(self, key: str) -> None:
+        try:
+            cos.delete(self.s3, self.bucket, key)
+        except CosError as exc:
+            self.log.warning("restore_checkpoint_cleanup_failed", key=key, error=str(exc))

@@ -35,7 +35,7 @@ def part_at(parts: list[dict[str, Any]], offset: int) -> tuple[int, int]:
 
 
 def verified_parts(chunks: Iterable[bytes], parts: list[dict[str, Any]], where: str,
-                   first: int = 0) -> Iterator[bytes]:
+                   first: int = 0) -> Iterator[bytearray]:
     """The bytes of parts[first:] (read from the start of part `first`), one whole part at a time, each after
     its sha256 matched. PartMismatch names the first part that does not; more bytes than the parts recorded,
     or fewer, are a mismatch too."""
@@ -57,7 +57,7 @@ def verified_parts(chunks: Iterable[bytes], parts: list[dict[str, Any]], where: 
         if hashlib.sha256(body).hexdigest() != parts[index]["sha256"]:
             raise PartMismatch(f"{where}: part {index + 1} of {len(parts)} does not match its sha256 recorded at "
                                "backup time: the object was altered or damaged", index + 1)
-        yield bytes(body)
+        yield body  # not copied: memory is one part
     if pending or any(source):
         raise PartMismatch(f"{where}: the object is longer than the {len(parts)} parts the backup wrote",
                            len(parts))

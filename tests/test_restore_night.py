@@ -5,6 +5,7 @@ holds."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any
 
@@ -170,3 +171,49 @@ def test_a_chain_restore_reports_what_the_target_holds_and_what_was_written(couc
     restored, _ = run_main({**params, "OPERATION": "restore", "COS_KEY": chain[-1], "CLOUDANT_DB": f"{db_name}-r",
                             "CREATE_TARGET": True})
     assert restored["docs"] == 1_201 and restored["written"] == 1_601 and restored["invocations"] == 1, restored
+
+
+def _split_restore(args: dict[str, Any], limit: int = 50) -> list[dict[str, Any]]:
+    """Restore with every invocation's deadline already come, until it completes or fails."""
+    results = []
+    for _ in range(limit):
+        result, _ = run_at_once(args)
+        results.append(result)
+        if not result.get("ok") or result.get("complete"):
+            break
+    return results
+
+
+def test_a_file_without_a_manifest_checkpointed_after_its_last_line_completes(couch, seaweed, bucket, db_name,
+                                                                              s3_client):
+    """The checkpoint after the last line is at the object's end: a ranged GET there is refused (416)."""
+    key = "imports/two-lines.txt"
+    s3_client.put_object(Bucket=bucket, Key=key, Body=b'[{"_id":"a","_rev":"1-x"}]\n[{"_id":"b","_rev":"1-y"}]\n')
+    args = {**couch_params(couch, db_name), **cos_params(seaweed, bucket), "OPERATION": "restore", "COS_KEY": key,
+            "CREATE_TARGET": True}
+    results = _split_restore(args)
+    assert results[-1].get("complete") is True and results[-1]["docs"] == 2, results
+
+
+def test_a_file_without_any_backup_line_fails_even_when_split(couch, seaweed, bucket, db_name, s3_client):
+    key = "imports/junk.gz"
+    s3_client.put_object(Bucket=bucket, Key=key, Body=gzip.compress(b"junk1\njunk2\njunk3\n"))
+    args = {**couch_params(couch, db_name), **cos_params(seaweed, bucket), "OPERATION": "restore", "COS_KEY": key,
+            "CREATE_TARGET": True}
+    results = _split_restore(args)
+    assert results[-1].get("kind") == "format" and "not a backup file" in results[-1]["error"], results
+    assert not db_exists(couch, db_name)  # it held nothing: deleted again
+
+
+def test_a_continued_restore_whose_object_changed_says_what_the_target_holds(couch, db_name, s3_client, three_parts):
+    bucket = three_parts["bucket"]
+    key = _put_copy(s3_client, bucket, three_parts, three_parts["body"], "replaced")
+    args = {**three_parts["params"], "OPERATION": "restore", "COS_KEY": key, "CLOUDANT_DB": db_name,
+            "CREATE_TARGET": True}
+    for _ in range(3):
+        first, _ = run_at_once(args)
+        assert first.get("complete") is False, first
+    s3_client.put_object(Bucket=bucket, Key=key, Body=three_parts["body"][:1000])
+    result, _ = run_main(args)
+    assert result.get("kind") == "format" and "nothing was written" not in result["error"], result
+    assert f"now holds {_count(couch, db_name)} documents" in result["error"], result
