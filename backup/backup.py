@@ -189,7 +189,8 @@ def _start_plan(config: Config, s3: Any, info: dict[str, Any], log: Log, started
     return Checkpoint(
         database=db, key=key, upload_id="", kind=plan.kind, started=format_time(started), created=time.time(),
         update_seq=info.get("update_seq"), seq=info.get("update_seq") if plan.kind == "full" else since,
-        base=base, since=since, doc_count=info.get("doc_count"), host=host, instance=instance_of(info),
+        base=base, since=since, doc_count=info.get("doc_count"), doc_del_count=info.get("doc_del_count"),
+        host=host, instance=instance_of(info),
         full_because=plan.full_because, read_whole=read_whole,
     )
 
@@ -261,7 +262,8 @@ def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None
                                  metadata={"database": db, "tool": "cloudant-cos-backup"},
                                  upload_id=cp.upload_id or None, parts=cp.parts, next_part=cp.next_part,
                                  deadline=deadline)
-    stopped = changed = False
+    stopped = False
+    read_check = ReadCheck()
     tracked = resumed  # a checkpoint in the bucket refers to this upload
     if tracked:  # after a failure, abort it only while that checkpoint is still ours
         upload.guard = functools.partial(store.may_abort, cp)
@@ -295,7 +297,7 @@ def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None
                         break
                     upload.write(line.data, line.mark, line.docs)
                 if not stopped:
-                    changed = _check_all_read(client, cp, upload.docs)
+                    read_check = _check_all_read(client, cp, upload.docs)
                     if tracked:
                         store.confirm(cp)  # LeaseLost: another invocation took this backup over meanwhile
                     upload.complete()
@@ -322,7 +324,7 @@ def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None
                 reader.thread.join(timeout=2.0)
 
     return _with_leftovers(_finish(config, s3, store if tracked else None, cp, upload, reader, log, started_at,
-                                   changed), leftovers)
+                                   read_check), leftovers)
 
 
 def _with_leftovers(result: dict[str, Any], aborted: list[str]) -> dict[str, Any]:
@@ -332,12 +334,24 @@ def _with_leftovers(result: dict[str, Any], aborted: list[str]) -> dict[str, Any
     return result
 
 
-def _check_all_read(client: Any, cp: Checkpoint, docs: int) -> bool:
+@dataclass(frozen=True)
+class ReadCheck:
+    """How the documents a full backup read compare with what the database held (see `_check_all_read`)."""
+
+    changed: bool = False  # the database's update_seq moved during the backup
+    missing: int = 0  # at least this many documents were not read (known only with doc_del_count)
+
+
+def _check_all_read(client: Any, cp: Checkpoint, docs: int) -> ReadCheck:
     """A full backup holds every document the database held, unless it changed meanwhile: fewer documents from
     a database whose update_seq did not move means the reading lost some (IncompleteReadError: the upload is
-    aborted, nothing is stored). True when the database changed during the backup."""
+    aborted, nothing is stored).
+
+    When it moved (it may on a cluster without any write: each shard copy has its own sequence), deletions are
+    the only way to hold fewer: fewer than doc_count minus the documents deleted meanwhile (doc_del_count grew by
+    that much) are reported as `missing` (the backup is kept: a lagging shard copy could also explain it)."""
     if cp.kind != "full":
-        return False
+        return ReadCheck()
     after = cloudant.database_info(client, cp.database)
     changed = after.get("update_seq") != cp.update_seq
     if not changed and isinstance(cp.doc_count, int) and docs < cp.doc_count:
@@ -345,7 +359,11 @@ def _check_all_read(client: Any, cp: Checkpoint, docs: int) -> bool:
             f"backing up '{cp.database}': {docs} documents were read but the database holds {cp.doc_count} and did "
             "not change during the backup: the server's _all_docs pages left some out; nothing was stored",
             read_whole=cp.read_whole)
-    return changed
+    deleted_after = after.get("doc_del_count")
+    if not (changed and isinstance(cp.doc_count, int) and isinstance(cp.doc_del_count, int)
+            and isinstance(deleted_after, int)):
+        return ReadCheck(changed)
+    return ReadCheck(changed, max(0, cp.doc_count - max(0, deleted_after - cp.doc_del_count) - docs))
 
 
 def _checkpoint(config: Config, store: CheckpointStore, cp: Checkpoint, upload: cos.MultipartUpload, log: Log,
@@ -395,7 +413,7 @@ def _delete_unverifiable(s3: Any, bucket: str, key: str, log: Log) -> bool:
 
 
 def _finish(config: Config, s3: Any, store: CheckpointStore | None, cp: Checkpoint, upload: cos.MultipartUpload,
-            reader: _Reader, log: Log, started_at: float, changed: bool) -> dict[str, Any]:
+            reader: _Reader, log: Log, started_at: float, read_check: ReadCheck) -> dict[str, Any]:
     bucket = config.cos.bucket
     manifest = Manifest(
         key=cp.key, database=cp.database, docs=upload.docs, lines=upload.lines, bytes=upload.uploaded_bytes,
@@ -427,8 +445,13 @@ def _finish(config: Config, s3: Any, store: CheckpointStore | None, cp: Checkpoi
         result["full_because"] = cp.full_because
     if cp.kind == "full" and cp.doc_count is not None:
         result["doc_count"] = cp.doc_count  # the database's, when the backup started
-        if changed:
+        if read_check.changed:
             result["database_changed"] = True  # so docs may differ from doc_count
+        if read_check.missing:
+            result["docs_missing"] = read_check.missing
+            log.warning("documents_may_be_missing", database=cp.database, docs=upload.docs, doc_count=cp.doc_count,
+                        missing=read_check.missing,
+                        detail="fewer documents were read than the database held minus those deleted meanwhile")
     if cp.read_whole:
         result["read_whole"] = True
     if manifest.invocations == 1:

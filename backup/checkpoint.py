@@ -52,6 +52,7 @@ class Checkpoint:
     base: str | None = None
     since: Any = None
     doc_count: int | None = None
+    doc_del_count: int | None = None  # the database's deleted documents when the backup started (not on pouchdb)
     host: str | None = None  # the source server (see Manifest.host)
     instance: str | None = None  # the database's instance_start_time when the backup started
     full_because: str | None = None  # why an incremental run makes a full backup

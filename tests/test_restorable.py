@@ -286,3 +286,23 @@ def test_ids_that_sort_after_u10ffff_are_backed_up_in_couchdbs_raw_order(seaweed
         assert any("end_key" not in q and q.get("start_key") == "\U0010ffff" for q in couch.requests), couch.requests
     finally:
         couch.close()
+
+
+def test_a_database_that_changed_while_pages_lost_rows_reports_the_missing_documents(couch, compat_proxy, seaweed,
+                                                                                      bucket, db_name):
+    """With the database changing, the update_seq check cannot tell; doc_count minus the documents deleted
+    meanwhile still bounds what must have been read (the compat proxy reports doc_del_count, as CouchDB does)."""
+    docs = [{"_id": f"doc-{i:03d}"} for i in range(20)] + [{"_id": f"\ue000-{i}"} for i in range(4)]
+    load_docs(couch, db_name, docs)
+
+    first = next(d for d in live_docs(couch, db_name) if d["_id"] == "doc-000")
+
+    def update_one(_: dict[str, Any]) -> None:  # the database changes, its counts do not
+        load_docs(couch, db_name, [{**first, "edited": True}])
+
+    params = {**couch_params(couch, db_name), **cos_params(seaweed, bucket), "CLOUDANT_URL": compat_proxy.url,
+              "PAGE_SIZE": 3}
+    result, log = run_main(params, CapturedLog(hooks={"backup_started": update_one}))
+    assert result.get("ok") and result["database_changed"] is True, result
+    assert result.get("docs_missing") == result["doc_count"] - result["docs"] > 0, result
+    assert log.events("documents_may_be_missing")
