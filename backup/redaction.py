@@ -6,6 +6,7 @@ result and error message, so even an SDK exception that quotes a URL or a header
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -67,11 +68,13 @@ def register(value: str | None) -> None:
             _known.add(value)
 
 
-def _forms(value: str) -> set[str]:
-    """The ways a secret can appear in text: raw, URL-encoded (both hex cases), JSON-escaped."""
+@functools.lru_cache(maxsize=4096)
+def _forms(value: str) -> tuple[str, ...]:
+    """The ways a secret can appear in text: raw, URL-encoded (both hex cases), JSON-escaped; longest first.
+    Cached: every field of every log line and result is checked against every secret."""
     encoded = {quote(value, safe=""), quote(value), quote_plus(value)}
     encoded |= {re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), form) for form in encoded}
-    return {value, json.dumps(value)[1:-1]} | encoded
+    return tuple(sorted({value, json.dumps(value)[1:-1]} | encoded, key=len, reverse=True))
 
 
 # A registered secret this long is masked in every field, identifiers and hash-like values included: it cannot
@@ -90,7 +93,7 @@ def redact(text: str) -> str:
     with _lock:
         values = sorted(_known, key=len, reverse=True)
     for value in values:
-        for form in sorted(_forms(value), key=len, reverse=True):
+        for form in _forms(value):
             if form in text:
                 text = text.replace(form, MASK)
     text = _URL_USERINFO.sub(lambda m: m.group("scheme") + MASK + "@", text)
