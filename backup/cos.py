@@ -476,18 +476,6 @@ def get_json(s3: Any, bucket: str, key: str) -> Any:
     return call(f"reading {where(bucket, key)}", fetch)
 
 
-def exists(s3: Any, bucket: str, key: str) -> bool:
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-        return True
-    except ClientError as exc:
-        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-            return False
-        raise describe(exc, f"checking {where(bucket, key)}") from None
-    except Exception as exc:  # noqa: BLE001 - network or auth failure, reported as CosError
-        raise describe(exc, f"checking {where(bucket, key)}") from None
-
-
 def size(s3: Any, bucket: str, key: str) -> int | None:
     """The object's size in bytes (one HEAD), or None when there is no such object."""
     try:
@@ -498,6 +486,10 @@ def size(s3: Any, bucket: str, key: str) -> int | None:
         raise describe(exc, f"checking {where(bucket, key)}") from None
     except Exception as exc:  # noqa: BLE001 - network or auth failure, reported as CosError
         raise describe(exc, f"checking {where(bucket, key)}") from None
+
+
+def exists(s3: Any, bucket: str, key: str) -> bool:
+    return size(s3, bucket, key) is not None
 
 
 def delete(s3: Any, bucket: str, key: str) -> None:
