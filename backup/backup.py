@@ -18,24 +18,26 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from backup import cloudant, cos, interrupt, openwhisk
+from backup.attachments import stub_bytes
 from backup.catalog import find_backups
 from backup.checkpoint import Checkpoint, CheckpointStore, LeaseLost
 from backup.clients import make_clients
 from backup.config import MIB, Config
 from backup.deadline import Deadline
-from backup.errors import BackupError, CosError, IncompleteReadError
-from backup.format import encode_value, metadata_line, raw_docs_line
+from backup.errors import BackupError, CloudantError, CosError, IncompleteReadError
+from backup.format import loads, metadata_line, raw_docs_line
 from backup.keys import backup_key, format_time, manifest_key
 from backup.leftovers import abort_leftovers
 from backup.log import Log, percent
 from backup.manifest import Manifest, combined_sha256
 from backup.pipe import Pipe, PipeCancelled
 from backup.plan import instance_of, plan_backup
+from backup.refetch import Refetch, entry
 from backup.retention import apply_retention
 from backup.rows import size_hint
 
@@ -55,11 +57,18 @@ CHANGES_PAGE = 500
 
 @dataclass
 class Line:
-    """One line for the object, with where reading resumes after it and how many docs it holds."""
+    """One line for the object, with where reading resumes after it, how many entries (documents, and in a full
+    backup the conflicting leaves of some) it holds, and its other counts (see LINE_COUNTS)."""
 
     data: bytes
     mark: Any
     docs: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+# Counts a backup adds up line by line (and keeps across invocations, as the upload keeps them per part):
+# conflicting leaves beyond the winners (full backups), documents whose attachments were left out (ATTACHMENTS false).
+LINE_COUNTS = ("leaves", "attachments_skipped")
 
 
 class _Reader:
@@ -113,26 +122,28 @@ class _Reader:
         return self.stopped
 
     def _full(self) -> Iterator[Line]:
-        """Winning revisions of live docs in id order; a line's mark is its last id (exact resume)."""
-        line: list[tuple[str, bytes]] = []
-        size = 0
+        """Winning revisions of live docs in id order, each with its conflicting leaves and, with ATTACHMENTS, its
+        attachments (see refetch.py); a line's mark is its last id (exact resume), so a document's entries are
+        never split between two lines."""
+        refetch = Refetch(functools.partial(cloudant.iter_bulk_get, self.client, self.db,
+                                            attachments=self.cp.attachments, latest=True), self.cp.attachments)
+        line: list[bytes] = []
+        last_id, size, counts = "", 0, dict.fromkeys(LINE_COUNTS, 0)
         for page in cloudant.iter_pages(self.client, self.db, self.max_rows, PAGE_BYTES, after=self.cp.resume_mark(),
                                         batch=self.per_line, hint=self.hint, whole=self.cp.read_whole):
             self._page_read(len(page))
-            for doc in page:
-                line.append(doc)
-                size += len(doc[1])
+            for doc_id, entries, skipped in refetch.page(page):
+                line += entries
+                last_id, size = doc_id, size + sum(map(len, entries))
+                counts["leaves"] += len(entries) - 1
+                counts["attachments_skipped"] += skipped
                 if len(line) >= self.per_line or size >= LINE_BYTES:
-                    yield self._line(line)
-                    line, size = [], 0
+                    yield Line(raw_docs_line(line), last_id, len(line), counts)
+                    line, size, counts = [], 0, dict.fromkeys(LINE_COUNTS, 0)
             if self._time_is_up():
                 return
         if line:
-            yield self._line(line)
-
-    @staticmethod
-    def _line(batch: list[tuple[str, bytes]]) -> Line:
-        return Line(raw_docs_line([doc for _, doc in batch]), batch[-1][0], len(batch))
+            yield Line(raw_docs_line(line), last_id, len(line), counts)
 
     def _incremental(self) -> Iterator[Line]:
         """Changed docs (tombstones included) with `_revisions`, so a restore extends each doc's history.
@@ -145,26 +156,39 @@ class _Reader:
         page's own start when the line ends mid-page. Re-reading a change is harmless (same revision).
         """
         pending: list[bytes] = []
-        size = 0
+        size, skipped = 0, 0
         start = self.cp.resume_mark() if self.cp.resume_mark() is not None else self.cp.since
         for results, page_since, last_seq in cloudant.iter_changes(self.client, self.db, start, CHANGES_PAGE):
             wanted = [{"id": r["id"], "rev": leaf["rev"]} for r in results for leaf in r.get("changes") or []
                       if leaf.get("rev")]
             read = 0
-            for doc in cloudant.iter_bulk_get(self.client, self.db, wanted):
+            for doc in cloudant.iter_bulk_get(self.client, self.db, wanted, attachments=self.cp.attachments):
                 read += 1
-                pending.append(doc if isinstance(doc, bytes) else encode_value(doc))  # bytes: too deep, spliced
-                size += len(pending[-1])
+                raw, skip = self._changed(doc)
+                pending.append(raw)
+                size, skipped = size + len(raw), skipped + skip
                 if len(pending) >= self.per_line or size >= LINE_BYTES:
                     mark = last_seq if read == len(wanted) else page_since
-                    yield Line(raw_docs_line(pending), mark, len(pending))
-                    pending, size = [], 0
+                    yield Line(raw_docs_line(pending), mark, len(pending), {"attachments_skipped": skipped})
+                    pending, size, skipped = [], 0, 0
             self._page_read(read)
             self.final_seq = last_seq
             if self._time_is_up():
                 return  # docs still pending are re-read next time, from the last line's mark
         if pending:
-            yield Line(raw_docs_line(pending), self.final_seq, len(pending))
+            yield Line(raw_docs_line(pending), self.final_seq, len(pending), {"attachments_skipped": skipped})
+
+    def _changed(self, doc: dict[str, Any] | bytes) -> tuple[bytes, bool]:
+        """A changed document in the backup format (its attachments as couchbackup writes them); and whether its
+        attachments were left out (stubs, without ATTACHMENTS). Bytes: too deep to decode, spliced as read."""
+        if isinstance(doc, bytes):
+            if b'"_attachments"' not in doc:
+                return doc, False
+            decoded = loads(doc)  # its top-level members: `_attachments` is one
+            if not isinstance(decoded, dict):
+                return doc, False
+            doc = decoded
+        return entry(doc), not self.cp.attachments and stub_bytes(doc) is not None
 
 
 def _owner() -> str:
@@ -191,7 +215,7 @@ def _start_plan(config: Config, s3: Any, info: dict[str, Any], log: Log, started
         update_seq=info.get("update_seq"), seq=info.get("update_seq") if plan.kind == "full" else since,
         base=base, since=since, doc_count=info.get("doc_count"), doc_del_count=info.get("doc_del_count"),
         host=host, instance=instance_of(info),
-        full_because=plan.full_because, read_whole=read_whole,
+        full_because=plan.full_because, read_whole=read_whole, attachments=config.attachments,
     )
 
 
@@ -253,8 +277,8 @@ def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None
                  doc_count=cp.doc_count, update_seq=cp.update_seq)
     # The metadata line comes from the plan alone, so a continued backup writes the same bytes.
     first_line = None if (cp.parts or cp.tail) else metadata_line(
-        database=db, started=cp.started, update_seq=cp.update_seq, doc_count=cp.doc_count, backup=cp.kind,
-        base=cp.base, since=cp.since)
+        attachments=cp.attachments, conflicts=True, database=db, started=cp.started, update_seq=cp.update_seq,
+        doc_count=cp.doc_count, backup=cp.kind, base=cp.base, since=cp.since)
 
     pipe = Pipe(PIPE_BYTES)
     reader = _Reader(client, db, pipe, config, cp, deadline, first_line, log, size_hint(info))
@@ -280,7 +304,9 @@ def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None
                 upload.guard = functools.partial(store.may_abort, cp)
             tail = store.load_tail(cp) if resumed else b""
             if tail and cp.tail:
-                upload.write(tail, cp.tail["mark"], cp.tail["docs"] - upload.docs, cp.tail["lines"] - upload.lines)
+                counts = {name: n - upload.counts.get(name, 0) for name, n in (cp.tail.get("counts") or {}).items()}
+                upload.write(tail, cp.tail["mark"], cp.tail["docs"] - upload.docs, cp.tail["lines"] - upload.lines,
+                             counts)
             reader.thread.start()
             try:
                 while True:
@@ -295,9 +321,9 @@ def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None
                     if line is None:
                         stopped = reader.stopped
                         break
-                    upload.write(line.data, line.mark, line.docs)
+                    upload.write(line.data, line.mark, line.docs, counts=line.counts)
                 if not stopped:
-                    read_check = _check_all_read(client, cp, upload.docs)
+                    read_check = _check_all_read(client, cp, upload.docs - upload.counts.get("leaves", 0))
                     if tracked:
                         store.confirm(cp)  # LeaseLost: another invocation took this backup over meanwhile
                     upload.complete()
@@ -324,7 +350,28 @@ def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None
                 reader.thread.join(timeout=2.0)
 
     return _with_leftovers(_finish(config, s3, store if tracked else None, cp, upload, reader, log, started_at,
-                                   read_check), leftovers)
+                                   read_check, _database_facts(client, db, info, log)), leftovers)
+
+
+@dataclass(frozen=True)
+class DatabaseFacts:
+    """What a backup keeps of the database beside its documents, for a restore to give the target."""
+
+    partitioned: bool
+    security: dict[str, Any] | None  # its `_security` object; None when it could not be read
+    security_error: str | None = None
+
+
+def _database_facts(client: Any, db: str, info: dict[str, Any], log: Log) -> DatabaseFacts:
+    """The database's properties and permissions. Credentials that may not read `_security` (a reader's API key)
+    do not fail the backup: it says so instead."""
+    try:
+        security = cloudant.security(client, db)
+    except CloudantError as exc:
+        log.warning("security_not_saved", database=db, error=str(exc),
+                    detail="the backup holds the documents but not the database's permissions")
+        return DatabaseFacts(cloudant.is_partitioned(info), None, str(exc))
+    return DatabaseFacts(cloudant.is_partitioned(info), security)
 
 
 def _with_leftovers(result: dict[str, Any], aborted: list[str]) -> dict[str, Any]:
@@ -377,7 +424,7 @@ def _checkpoint(config: Config, store: CheckpointStore, cp: Checkpoint, upload: 
     previous_tail = (cp.tail or {}).get("key")
     tail = upload.take_buffer()
     cp.parts, cp.next_part = upload.parts, upload.next_part
-    cp.tail = {"mark": upload.mark, "docs": upload.docs, "lines": upload.lines} if tail else None
+    cp.tail = {"mark": upload.mark, "docs": upload.docs, "lines": upload.lines, "counts": dict(upload.counts)} if tail else None
     cp.lease_owner, cp.lease_until = None, 0.0
     cp.invocations += 1
     try:
@@ -413,7 +460,7 @@ def _delete_unverifiable(s3: Any, bucket: str, key: str, log: Log) -> bool:
 
 
 def _finish(config: Config, s3: Any, store: CheckpointStore | None, cp: Checkpoint, upload: cos.MultipartUpload,
-            reader: _Reader, log: Log, started_at: float, read_check: ReadCheck) -> dict[str, Any]:
+            reader: _Reader, log: Log, started_at: float, read_check: ReadCheck, facts: DatabaseFacts) -> dict[str, Any]:
     bucket = config.cos.bucket
     manifest = Manifest(
         key=cp.key, database=cp.database, docs=upload.docs, lines=upload.lines, bytes=upload.uploaded_bytes,
@@ -423,6 +470,8 @@ def _finish(config: Config, s3: Any, store: CheckpointStore | None, cp: Checkpoi
         seq=reader.final_seq if cp.kind == "incremental" else cp.seq,
         last_id=upload.mark if cp.kind == "full" else None, kind=cp.kind, base=cp.base, since=cp.since,
         invocations=cp.invocations + 1, host=cp.host, instance=cp.instance, doc_count=cp.doc_count,
+        attachments=cp.attachments, conflicts=True, conflict_leaves=upload.counts.get("leaves", 0),
+        partitioned=facts.partitioned, security=facts.security,
     )
     try:
         if store is not None:
@@ -439,6 +488,18 @@ def _finish(config: Config, s3: Any, store: CheckpointStore | None, cp: Checkpoi
         "key": cp.key, "kind": cp.kind, "docs": manifest.docs, "bytes": manifest.bytes, "parts": len(upload.parts),
         "invocations": manifest.invocations, "seconds": seconds, "sha256": manifest.sha256,
     }
+    result["attachments"] = cp.attachments
+    if skipped := upload.counts.get("attachments_skipped", 0):
+        result["attachments_skipped"] = skipped  # documents whose attachments this backup does not hold
+        log.warning("attachments_not_backed_up", database=cp.database, docs=skipped,
+                    detail="ATTACHMENTS is false: these documents are backed up without their attachments")
+    if manifest.conflict_leaves:
+        result["conflict_leaves"] = manifest.conflict_leaves
+    result["security_saved"] = facts.security is not None
+    if facts.security_error:
+        result["security_error"] = facts.security_error
+    if facts.partitioned:
+        result["partitioned"] = True
     if cp.base:
         result["base"] = cp.base
     if cp.full_because:

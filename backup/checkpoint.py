@@ -57,9 +57,10 @@ class Checkpoint:
     instance: str | None = None  # the database's instance_start_time when the backup started
     full_because: str | None = None  # why an incremental run makes a full backup
     read_whole: bool = False  # read in one `_all_docs` request: paging lost documents on this server
+    attachments: bool = False  # ATTACHMENTS when the backup started (earlier versions: none), for all its invocations
     parts: list[dict[str, Any]] = field(default_factory=list)
     next_part: int = 0  # the next part's number; 0: after the last part (numbers given up are not reused)
-    tail: dict[str, Any] | None = None  # {"key", "size", "sha256", "mark", "docs", "lines"} of the tail object
+    tail: dict[str, Any] | None = None  # {"key", "size", "sha256", "mark", "docs", "lines", "counts"} of the tail object
     lease_owner: str | None = None
     lease_until: float = 0.0
     invocations: int = 0

@@ -250,7 +250,8 @@ def iter_pages(client: CloudantV1, db: str, max_rows: int, page_bytes: int, afte
     what = f"reading documents of '{db}'"
 
     def request(start: str | None, limit: int | None, end_key: str | None) -> Any:
-        kwargs: dict[str, Any] = {"db": db, "include_docs": True}
+        # conflicts: a document with conflicts says so (`_conflicts`), so its leaves are read too (see refetch.py)
+        kwargs: dict[str, Any] = {"db": db, "include_docs": True, "conflicts": True}
         if end_key is not None:
             kwargs["end_key"] = end_key
         if limit is not None:
@@ -409,11 +410,14 @@ def iter_changes(client: CloudantV1, db: str, since: Any, limit: int) -> Iterato
             return
 
 
-def iter_bulk_get(client: CloudantV1, db: str, items: list[dict[str, str]]) -> Iterator[dict[str, Any] | bytes]:
+def iter_bulk_get(client: CloudantV1, db: str, items: list[dict[str, str]], attachments: bool = False,
+                  latest: bool = False) -> Iterator[dict[str, Any] | bytes]:
     """The exact revisions asked for, with their `_revisions` history (deleted ones as tombstones), in the
     order asked, decoded one at a time as the response streams: 500 documents near Cloudant's 1 MB limit are
-    never held at once. After a fault inside the body the rest is asked for again. A document nested too deep
-    to decode comes as its JSON in the backup format (bytes, spliced: see `rows.bulk_get_answers`).
+    never held at once, nor a page of documents with their attachments (`attachments`: their data inline, base64).
+    With `latest`, a revision no longer a leaf answers as the newest leaf of its branch. After a fault inside the
+    body the rest is asked for again. A document nested too deep to decode comes as its JSON in the backup format
+    (bytes, spliced: see `rows.bulk_get_answers`).
 
     A revision that cannot be read fails the read with a CloudantError naming it, once the others are read;
     so does an answer that holds neither the revision nor an error for it (never skip a change silently).
@@ -426,7 +430,8 @@ def iter_bulk_get(client: CloudantV1, db: str, items: list[dict[str, str]]) -> I
     errors: list[dict[str, Any]] = []
     while answered < len(items):
         rest = items[answered:]
-        response = call(what, where, functools.partial(_result, client.post_bulk_get_as_stream, db=db, docs=rest, revs=True))
+        response = call(what, where, functools.partial(_result, client.post_bulk_get_as_stream, db=db, docs=rest, revs=True,
+                                                       attachments=attachments or None, latest=latest or None))
         try:
             for entry in iter_rows(response.iter_content(STREAM_CHUNK), array="results"):
                 asked = items[answered] if answered < len(items) else {}  # answers come in the order asked
@@ -492,6 +497,25 @@ def write_revisions(client: CloudantV1, db: str, docs: list[dict[str, Any]], wha
     if failed:
         sample = "; ".join(f"{r.get('id')!r}: {r.get('error')} {r.get('reason', '')}".strip() for r in failed[:3])
         raise CloudantError(f"{what}: {len(failed)} of {len(docs)} documents were rejected ({sample})")
+
+
+def security(client: CloudantV1, db: str) -> dict[str, Any]:
+    """The database's `_security` object (who may read, write and administer it)."""
+    where = f"{client.service_url}/{db}/_security"
+    return call(f"reading the permissions of '{db}'", where, lambda: client.get_security(db=db).get_result()) or {}
+
+
+def put_security(client: CloudantV1, db: str, value: dict[str, Any]) -> None:
+    """Replace the database's `_security` object by `value` (its admins, members and Cloudant API keys)."""
+    where = f"{client.service_url}/{db}/_security"
+    call(f"writing the permissions of '{db}'", where, lambda: client.put_security(
+        db=db, admins=value.get("admins"), members=value.get("members"), cloudant=value.get("cloudant"),
+        couchdb_auth_only=value.get("couchdb_auth_only")).get_result())
+
+
+def is_partitioned(info: dict[str, Any]) -> bool:
+    """Whether a database (its `GET /db` answer) is partitioned: its ids are `partition:id`, for good."""
+    return bool((info.get("props") or {}).get("partitioned"))
 
 
 def all_dbs(client: CloudantV1) -> list[str]:

@@ -67,7 +67,7 @@ BACKUP_MODES = ("full", "incremental")
 # IAM_TOKEN_URL: the IAM API keys are sent to it, so it never travels in a payload.
 PUBLIC_PARAMS = (
     "OPERATION", "BACKUP_MODE", "COS_PREFIX", "COS_BUCKET", "COS_ENDPOINT", "CONTINUE_ASYNC",
-    "CLOUDANT_GZIP",
+    "CLOUDANT_GZIP", "ATTACHMENTS", "RESTORE_SECURITY",
     "INCLUDE_SYSTEM_DBS", "DISABLE_TLS_VERIFY", *(t.name for t in TUNABLES),
 )
 # Every parameter this tool reads (tests/unit/test_typos.py checks that load_config reads no other). Any other name
@@ -77,7 +77,7 @@ PARAMETERS = (
     "CLOUDANT_GZIP", "COS_ENDPOINT", "COS_BUCKET", "COS_API_KEY", "COS_SERVICE_INSTANCE_ID", "COS_ACCESS_KEY_ID",
     "COS_SECRET_ACCESS_KEY", "COS_PREFIX", "COS_KEY", "IAM_TOKEN_URL", "DISABLE_TLS_VERIFY", "SOURCE_DB", "SOURCE_URL",
     "CREATE_TARGET", "ALLOW_NON_EMPTY_TARGET", "BACKUP_MODE", "CONTINUE_ASYNC", "CONTINUE_HOP", "INCLUDE_SYSTEM_DBS",
-    *(t.name for t in TUNABLES),
+    "ATTACHMENTS", "RESTORE_SECURITY", *(t.name for t in TUNABLES),
 )
 # An unknown name with one of these prefixes is meant for us, whatever else it says.
 OUR_PREFIXES = ("CLOUDANT_", "COS_", "BACKUP_", "RESTORE_", "KEEP_", "FULL_")
@@ -132,6 +132,9 @@ class Config:
     many: bool = False  # True when CLOUDANT_DB named several databases (or "*")
     include_system_dbs: bool = False
     continue_async: bool = False
+    attachments: bool = True  # ATTACHMENTS: back attachments up inline
+    # RESTORE_SECURITY: give the target the backup's `_security`; None (unset): only to a target the restore created
+    restore_security: bool | None = None
     hop: int = 0  # CONTINUE_HOP: how many times this backup already re-invoked itself
     public_params: dict[str, Any] = field(default_factory=dict)  # PUBLIC_PARAMS as given
     # What the run should say before it starts (log and result): probable typos, an anonymous connection.
@@ -187,6 +190,13 @@ class _Problems:
             self.add(f"{t.name} must be between {t.low} and {t.high}, got {number}")
             return t.default
         return number
+
+    def optional_flag(self, name: str, default: bool | None = None) -> bool | None:
+        """A flag that may be left unset (None, or an empty string): then `default`."""
+        value = self.args.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return default
+        return self.flag(name)
 
     def flag(self, name: str) -> bool:
         value = self.args.get(name)
@@ -541,6 +551,8 @@ def load_config(args: Mapping[str, Any]) -> Config:
     continue_async = p.flag("CONTINUE_ASYNC")
     create_target = p.flag("CREATE_TARGET")
     allow_non_empty = p.flag("ALLOW_NON_EMPTY_TARGET")
+    attachments = p.optional_flag("ATTACHMENTS", True)
+    restore_security = p.optional_flag("RESTORE_SECURITY")
     warnings = unknown_parameters(args)
     if p.items:
         raise ConfigError("invalid parameters: " + "; ".join(p.items + warnings))  # a typo may be why
@@ -552,6 +564,7 @@ def load_config(args: Mapping[str, Any]) -> Config:
         operation=operation, db=db, cloudant=cloudant, cos=cos, tuning=tuning, key=key, source_db=source_db,
         source_host=source_host, create_target=create_target, allow_non_empty=allow_non_empty, mode=mode, dbs=dbs, many=many,
         include_system_dbs=include_system_dbs, continue_async=continue_async, hop=hop,
+        attachments=bool(attachments), restore_security=restore_security,
         public_params={name: args[name] for name in PUBLIC_PARAMS if args.get(name) is not None},
         warnings=tuple(warnings),
     )

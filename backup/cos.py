@@ -217,8 +217,7 @@ class MultipartUpload:
         self.metadata = metadata or {}
         self.upload_id = upload_id  # given: continue an upload a checkpoint recorded
         self.parts: list[dict[str, Any]] = [dict(p) for p in parts or []]
-        last = self.parts[-1] if self.parts else {}
-        self.docs, self.lines, self.mark = last.get("docs", 0), last.get("lines", 0), last.get("mark")
+        self._restore_counts(self.parts[-1] if self.parts else {})
         self._buffer = bytearray()
         # One part uploads in the background while the next one fills: memory is two parts at most.
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-upload")
@@ -281,11 +280,21 @@ class MultipartUpload:
         finally:
             self._sender.shutdown(wait=not self._abandoned)
 
-    def write(self, data: bytes, mark: Any = None, docs: int = 0, lines: int = 1) -> None:
+    def _restore_counts(self, record: dict[str, Any]) -> None:
+        """The totals as of a part's (or a tail's) last line."""
+        self.docs, self.lines, self.mark = record.get("docs", 0), record.get("lines", 0), record.get("mark")
+        self.counts: dict[str, int] = dict(record.get("counts") or {})
+
+    def write(self, data: bytes, mark: Any = None, docs: int = 0, lines: int = 1,
+              counts: dict[str, int] | None = None) -> None:
+        """Whole lines, with the resume mark after them, the docs they hold and any other `counts` of theirs to add
+        up (kept per part, like docs, so a checkpoint knows them as of its last part)."""
         self._buffer += data
         self.docs += docs
         self.lines += lines
         self.mark = mark
+        for name, n in (counts or {}).items():
+            self.counts[name] = self.counts.get(name, 0) + n
         if len(self._buffer) >= part_size(min(self._next_number, MAX_PARTS), self.base):  # _flush says when too many
             self._flush()
 
@@ -296,7 +305,8 @@ class MultipartUpload:
         self._wait()  # at most one part in flight; a failure of the previous part surfaces here
         body, self._buffer = self._buffer, bytearray()  # handed over whole: no copy of the part
         self._last_body = body if last else None
-        record = {"PartNumber": number, "size": len(body), "mark": self.mark, "docs": self.docs, "lines": self.lines}
+        record = {"PartNumber": number, "size": len(body), "mark": self.mark, "docs": self.docs, "lines": self.lines,
+                  "counts": dict(self.counts)}
         self._next_number += 1
         self._in_flight = self._sender.submit(self._send, body, record)
 
@@ -350,8 +360,7 @@ class MultipartUpload:
             return body
         if self._in_flight is not None and not self._in_flight.done():
             self._in_flight, self._abandoned = None, True
-            last = self.parts[-1] if self.parts else {}
-            self.docs, self.lines, self.mark = last.get("docs", 0), last.get("lines", 0), last.get("mark")
+            self._restore_counts(self.parts[-1] if self.parts else {})
             self._buffer = bytearray()
             return b""
         self._wait()

@@ -31,7 +31,8 @@ RESUME_LINE = json.dumps(RESUME_MARKER, separators=(",", ":")).encode()
 
 
 def metadata_line(mode: str = "shallow", **facts: Any) -> bytes:
-    """The first line. Our facts (database, start time, update_seq...) ride along; couchrestore ignores them."""
+    """The first line. `attachments` (inline data) is couchbackup's; couchrestore wants --attachments for such a
+    file. Our facts (conflicts, database, start time, update_seq...) ride along; couchrestore ignores them."""
     meta = {"name": TOOL_NAME, "version": __version__, "mode": mode, "attachments": False}
     meta.update(facts)
     return encode(meta)
@@ -174,10 +175,6 @@ class LineDecoder:
             return self._bad(f"Error on line {self.number} of backup file - cannot parse as JSON")
         if self.number == 1 and is_metadata(value):
             self.metadata = value
-            if value.get("attachments"):
-                raise FormatError(
-                    "the backup was made with attachments, which this tool does not restore; use couchrestore --attachments"
-                )
             return Line(self.number, [], metadata=value)
         if value == RESUME_MARKER:
             return None

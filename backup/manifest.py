@@ -45,6 +45,13 @@ class Manifest:
     host: str | None = None  # host[:port] of CLOUDANT_URL, never credentials
     instance: str | None = None  # the database's instance_start_time: it changes when the database is re-created
     doc_count: int | None = None  # the database's doc_count when the backup started
+    # What the object holds beyond winning revisions (False/0/None in manifests of earlier versions):
+    attachments: bool = False  # attachments inline (couchbackup's --attachments format); False: stubs at most
+    conflicts: bool = False  # every live leaf of each document with conflicts, with its `_revisions`
+    conflict_leaves: int = 0  # of `docs`, the conflicting leaves beyond each document's winner
+    # The database itself, for a restore to give the target:
+    partitioned: bool | None = None  # props.partitioned
+    security: dict[str, Any] | None = None  # its `_security` object; None: not read (no permission, or earlier versions)
     format: str = field(default=FORMAT)
 
     def to_json(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from backup import cloudant, cos, openwhisk
+from backup import attachments, cloudant, cos, openwhisk
 from backup.catalog import chain_for, latest_key
 from backup.clients import make_clients
 from backup.config import Config
@@ -49,9 +49,9 @@ TOMBSTONES_PER_REQUEST = 500
 DESIGN_DOCS_HELD_BYTES = 64 * 1024 * 1024
 
 
-def _prepare_target(client: Any, db: str, create: bool, allow_non_empty: bool, log: Log) -> bool:
-    """Preflight: the target exists (or is created when asked) and is empty (unless told otherwise).
-    True when this run created it.
+def _prepare_target(client: Any, db: str, create: bool, allow_non_empty: bool, partitioned: bool, log: Log) -> bool:
+    """Preflight: the target exists (or is created when asked, partitioned like the backup's database) and is empty
+    (unless told otherwise); a partitioned backup needs a partitioned target. True when this run created it.
 
     A create whose answer was lost is sent again by the SDK, and the retry gets 412 (the first one made the
     database): an empty database there counts as created by this run, so the restore goes on (and a failure before
@@ -67,7 +67,8 @@ def _prepare_target(client: Any, db: str, create: bool, allow_non_empty: bool, l
                 f"restoring into '{db}': the target database does not exist; create it or set CREATE_TARGET=true"
             ) from None
         try:
-            cloudant.call(f"creating database '{db}'", where, lambda: client.put_database(db=db).get_result())
+            cloudant.call(f"creating database '{db}'", where,
+                          lambda: client.put_database(db=db, partitioned=partitioned or None).get_result())
         except CloudantError as exc:
             if exc.status != 412:
                 raise
@@ -81,8 +82,13 @@ def _prepare_target(client: Any, db: str, create: bool, allow_non_empty: bool, l
             log.info("target_created", database=db,
                      detail="the create's answer was lost and its retry found the database, empty: taken as ours")
             return True
-        log.info("target_created", database=db)
+        log.info("target_created", database=db, partitioned=partitioned)
         return True
+    if partitioned and not cloudant.is_partitioned(info):
+        raise CloudantError(
+            f"restoring into '{db}': the backup is of a partitioned database, and '{db}' is not partitioned (a "
+            "database cannot become partitioned once created); restore into a new database with CREATE_TARGET=true, "
+            "which creates it partitioned")
     if _used(info) and not allow_non_empty:
         raise DatabaseNotEmptyError(
             f"restoring into '{db}': the target database is not empty ({info.get('doc_count')} documents); "
@@ -132,17 +138,6 @@ def _post_bulk_docs(client: Any, db: str, docs: list[dict[str, Any]], new_edits:
         body = bulk_docs_json(docs, new_edits)
     result = cloudant.call(what, where, lambda: client.post_bulk_docs(db=db, bulk_docs=body).get_result())
     return [r for r in (result or []) if isinstance(r, dict) and r.get("error")]
-
-
-def _drop_attachment_stubs(doc: dict[str, Any]) -> bool:
-    """Backups hold attachment stubs, never the attachments (as couchbackup's do without --attachments); a stub
-    fails the write (412 missing_stub), so such a document is restored without them. True when it had some."""
-    attachments = doc.get("_attachments")
-    if isinstance(attachments, dict) and attachments and all(
-            isinstance(a, dict) and a.get("stub") for a in attachments.values()):
-        del doc["_attachments"]
-        return True
-    return False
 
 
 def _close_stale(client: Any, db: str, leaf_sets: dict[str, frozenset[str]]) -> int:
@@ -220,17 +215,19 @@ def _add_docs(target: Target, writer: BatchWriter, designs: HeldDesignDocs, docs
     per_doc = line_bytes // len(docs)  # a doc's share of its line, for the batch's size
     incremental = writer.leaf_sets is not None
     for doc in docs:
+        # A stub (a backup without attachments) cannot be written (412 missing_stub): such a document is restored
+        # without it, and counted in the first pass.
+        dropped = attachments.to_server(doc)
+        size = max(per_doc, attachments.data_bytes(doc))  # a document with attachments weighs them
         if design_only:
             if is_design(doc):
-                _drop_attachment_stubs(doc)  # counted in the first pass
-                writer.add(doc, per_doc, number)
+                writer.add(doc, size, number)
             continue
-        if _drop_attachment_stubs(doc):
-            target.totals["attachments_dropped"] += 1
+        target.totals["attachments_dropped"] += dropped
         if is_design(doc):
             designs.hold(member, incremental, number, doc)
         else:
-            writer.add(doc, per_doc, number)
+            writer.add(doc, size, number)
 
 
 def _run_chain(target: Target, s3: Any, bucket: str, chain: list[tuple[str, Manifest | None]], point: RestorePoint,
@@ -302,7 +299,9 @@ def _begin(config: Config, client: Any, s3: Any, points: RestorePoints, point: R
         log.info("restore_resumed", database=db, key=key, member=point.member, line=point.position.line,
                  invocation=point.invocations + 1)
         return point, chain
-    created = _prepare_target(client, db, config.create_target, config.allow_non_empty, log)
+    latest = chain[-1][1]  # the backup restored: its database's properties and permissions are the target's
+    created = _prepare_target(client, db, config.create_target, config.allow_non_empty,
+                              bool(latest is not None and latest.partitioned), log)
     point = RestorePoint(database=db, host=config.cloudant.host, requested=config.key,
                          source_db=config.source_db, key=key, chain=[k for k, _ in chain], created=created,
                          started=time.time(), totals=_fresh_totals(),
@@ -364,7 +363,7 @@ def run_restore(config: Config, log: Log) -> dict[str, Any]:
         raise _failed(failure, client, db, point, points, log)
     if stopped:
         return _checkpoint(config, points, point, designs, log, started)
-    return _finished(config, client, points, point, log, started)
+    return _finished(config, client, points, point, chain[-1][1], log, started)
 
 
 def _failed(exc: BackupError, client: Any, db: str, point: RestorePoint, points: RestorePoints,
@@ -413,9 +412,32 @@ def _checkpoint(config: Config, points: RestorePoints, point: RestorePoint, desi
     return result
 
 
-def _finished(config: Config, client: Any, points: RestorePoints, point: RestorePoint, log: Log,
-              started: float) -> dict[str, Any]:
+def _restore_security(config: Config, client: Any, point: RestorePoint, manifest: Manifest | None,
+                      log: Log) -> bool:
+    """Give the target the backup's `_security` (after every document is in): by default only a target this restore
+    created, with RESTORE_SECURITY true any, with false none. True when it was written."""
+    wanted = config.restore_security if config.restore_security is not None else point.created
+    if not wanted:
+        return False
+    if manifest is None or not manifest.security:
+        if config.restore_security:
+            log.warning("security_not_restored", database=point.database,
+                        detail="the backup holds no permissions (none set, not readable when it was made, or an "
+                               "earlier version's backup)")
+        return False
+    try:
+        cloudant.put_security(client, point.database, manifest.security)
+    except CloudantError as exc:
+        raise CloudantError(f"{exc} -- every document is restored into '{point.database}', but not its permissions: "
+                            "run the restore again with the same parameters to set them", status=exc.status) from None
+    log.info("security_restored", database=point.database)
+    return True
+
+
+def _finished(config: Config, client: Any, points: RestorePoints, point: RestorePoint, manifest: Manifest | None,
+              log: Log, started: float) -> dict[str, Any]:
     totals = point.totals
+    security_restored = _restore_security(config, client, point, manifest, log)
     if point.invocations:
         points.delete(point)
     held = cloudant.database_info(client, point.database).get("doc_count")
@@ -429,6 +451,8 @@ def _finished(config: Config, client: Any, points: RestorePoints, point: Restore
     }
     if not point.invocations:
         result["docs_per_second"] = round(totals["docs"] / seconds, 1) if seconds else None
+    if security_restored:
+        result["security_restored"] = True
     if len(point.chain) > 1:
         result["chain"] = point.chain
     if totals["stale_leaves_closed"]:
@@ -439,6 +463,7 @@ def _finished(config: Config, client: Any, points: RestorePoints, point: Restore
     if totals["attachments_dropped"]:
         result["attachments_dropped"] = totals["attachments_dropped"]
         log.warning("attachments_not_restored", database=point.database, docs=totals["attachments_dropped"],
-                    detail="backups do not hold attachments: these documents were restored without theirs")
+                    detail="the backup holds only their attachments' stubs (made with ATTACHMENTS=false, by couchbackup "
+                           "without --attachments, or by an earlier version): restored without them")
     log.info("restore_finished", **result)
     return result

@@ -186,7 +186,12 @@ def iter_rows(chunks: Iterable[bytes | bytearray], array: str = "rows") -> Itera
                 row, end = _DECODER.raw_decode(text, pos)
                 break
             except json.JSONDecodeError:
-                if not more():  # no more bytes: the row is really broken (or cut short)
+                # Cut short, or broken: read on until the text after `pos` has doubled before trying again, so a
+                # row of 30 MB (an attachment inline) is not decoded again from its start for every chunk of it.
+                held = len(text)
+                while len(text) - pos < 2 * (held - pos) and more():
+                    pass
+                if len(text) == held:  # no more bytes: the row is really broken (or cut short)
                     raise RowsFormatError("a row of the response is not valid JSON (or the response was cut)") from None
             except RecursionError:  # nested too deep for json: scanned instead
                 scan = jsonscan.Scan(pos)

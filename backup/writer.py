@@ -101,7 +101,11 @@ class BatchWriter:
         self.lines = (0, 0)
 
     def add(self, doc: dict[str, Any], size: int, line: int) -> None:
-        """One more document (`size`: its share of the bytes of its line, `line`: the line's number)."""
+        """One more document (`size`: its share of the bytes of its line, or its attachments' when more, `line`: the
+        line's number). One of `batch_bytes` or more (attachments) goes in a request of its own: with others it
+        would pass the server's request size limit (Cloudant: ~11 MB)."""
+        if size >= self.target.batch_bytes and self.batch:
+            self._submit()
         self.lines = (self.lines[0] if self.batch else line, line)
         self.batch.append(doc)
         self.batch_bytes += size

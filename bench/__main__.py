@@ -20,9 +20,10 @@ from typing import Any
 
 from backup.config import TUNABLES
 from bench import report
-from bench.clients import CLIENTS, RESTORE_CLIENTS, Context, Run, measure
+from bench.clients import CLIENTS, RESTORE_CLIENTS, Attachments, Context, Run, measure, scan_restore_source
 from bench.clients import backup as run_backup
 from bench.clients import raw as run_raw
+from bench.data import ATTACHMENT_NAME, MB
 from bench.stack import CONDITIONS, Routes, Stack, snapshot_code
 from devstack import REPO_ROOT
 
@@ -33,8 +34,12 @@ DB = "bench"
 # Above this many documents the default is pouchdb-server on disk: in memory it holds ~5.6 KB per
 # ~300 B document (~560 MB per 100k), and a restore target needs as much again.
 IN_MEMORY_MAX_DOCS = 250_000
+DEFAULT_DOCS = 100_000
+# --attachments-mb: this many documents with one attachment each unless --attachment-docs says otherwise. They load on
+# disk unless --in-memory (in memory, 20 x 20 MB fits, ~1.1 GB for the source and one restore target; more may not).
+DEFAULT_ATTACHMENT_DOCS = 20
 # Integer knobs, plus the flags that change how the backup reads.
-FLAG_NAMES = {"CLOUDANT_GZIP"}
+FLAG_NAMES = {"CLOUDANT_GZIP", "ATTACHMENTS"}
 TUNABLE_NAMES = {t.name for t in TUNABLES} | FLAG_NAMES
 
 
@@ -51,8 +56,14 @@ def _csv(choices: tuple[str, ...] | list[str]) -> Any:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench/run.sh", description=__doc__.split("\n\n")[0])
-    p.add_argument("--docs", type=int, default=100_000, help="documents to load (~300 B each; default 100000)")
+    p.add_argument("--docs", type=int, default=None,
+                   help=f"documents to load (~300 B each; default {DEFAULT_DOCS}, or 0 with --attachments-mb)")
     p.add_argument("--mixed", action="store_true", help="make every 100th document ~100 KB")
+    p.add_argument("--attachments-mb", type=float, metavar="N",
+                   help="also load documents with one binary attachment of N MB (10^6 bytes, random) each: instead of "
+                        "the usual documents unless --docs is given too; pouchdb-server on disk unless --in-memory")
+    p.add_argument("--attachment-docs", type=int, metavar="K",
+                   help=f"how many documents with an attachment (default {DEFAULT_ATTACHMENT_DOCS}; needs --attachments-mb)")
     p.add_argument("--repeat", type=int, default=3, help="runs of each client per condition (default 3); median reported")
     p.add_argument("--conditions", type=_csv(tuple(CONDITIONS)), default=list(CONDITIONS),
                    help=f"comma-separated, from {','.join(CONDITIONS)} (default all)")
@@ -110,7 +121,57 @@ def _setup_restore_source(stack: Stack, ctx: Context) -> dict[str, Any]:
     ctx.restore_key = key
     ctx.restore_file = ctx.workdir / "restore-source.txt"
     size = stack.download(key, ctx.restore_file)
-    return {"key": key, "bytes": size, "seconds": run.seconds}
+    source: dict[str, Any] = {"key": key, "bytes": size, "seconds": run.seconds}
+    if ctx.attachments is not None:
+        source["attachments"] = scan_restore_source(ctx.attachments, ctx.restore_file)
+    return source
+
+
+def _mb(count: int) -> str:
+    return f"{count / MB:,.1f}".removesuffix(".0") + " MB"
+
+
+def _attachments_heading(att: Attachments, docs: int, mixed: bool) -> str:
+    """E.g. "20 docs with one 20 MB attachment each (400 MB of attachments)": the table's size and count."""
+    what = f"{att.docs:,} docs with one {_mb(att.bytes_each)} attachment each ({_mb(att.total_bytes)} of attachments)"
+    return f"{docs:,} docs{' (mixed sizes)' if mixed else ''} + {what}" if docs else what
+
+
+def _attachments_lines(att: Attachments, runs: list[dict[str, Any]], setup: dict[str, Any]) -> list[str]:
+    """What the backups held of the attachments, and the restores' byte checks: so that a table of backups of stubs
+    (backup/ without attachment support) cannot pass for one of attachments."""
+    lines = [f"Attachments: `{att.docs}` x `{att.bytes_each:,}` random bytes (`{ATTACHMENT_NAME}`, "
+             "application/octet-stream), loaded with `_bulk_docs` and base64 data."]
+    backups = [r for r in runs if r["client"] in ("backup", "couchbackup", "couchbackup-full") and "attachments_inline" in r["extra"]]
+    for client in dict.fromkeys(r["client"] for r in backups):
+        mine = [r["extra"]["attachments_inline"] for r in backups if r["client"] == client]
+        if client == "backup":  # a flag, from the object's size
+            held, made = sum(bool(v) for v in mine), len(mine)
+            if held == 0:
+                lines.append(f"- `backup`: **the object held stubs only** in {made} of {made} runs (smaller than half the "
+                             "attachments' bytes).")
+            else:
+                lines.append(f"- `backup`: the object held the attachments in {held} of {made} runs"
+                             + ("." if held == made else "; stubs only in the others."))
+        else:
+            lines.append(f"- `{client}`: {', '.join(str(v) for v in mine)} of {att.docs} attachments inline per run.")
+    source = setup.get("restore_source", {}).get("attachments")
+    if source is not None:
+        checks = [r["extra"].get("attachment_check", "") for r in runs if r["client"] in RESTORE_CLIENTS]
+        if att.source_check == "equal":
+            equal = sum(c == "equal" for c in checks)
+            lines.append(f"- Restores read the setup backup, which holds {source['attachments_inline']} of {att.docs} "
+                         f"attachments inline; `{att.check_id}`'s restored bytes equal the source's in {equal} of "
+                         f"{len(checks)} runs.")
+        elif not source["attachments_inline"]:
+            lines.append(f"- Restores read the setup backup, which holds 0 of {att.docs} attachments inline "
+                         f"({source['attachment_stubs']} stubs: backup/ without attachment support, or ATTACHMENTS=false): "
+                         "**the restores wrote the documents without their attachments**; no restored attachment was checked.")
+        else:
+            lines.append(f"- Restores read the setup backup, which holds {source['attachments_inline']} of {att.docs} "
+                         f"attachments inline ({source['attachment_stubs']} stubs), but **not the source's bytes of "
+                         f"`{att.check_id}`** ({att.source_check}); no restored attachment was checked.")
+    return lines
 
 
 def _load_line(runs: list[dict[str, Any]]) -> str:
@@ -130,11 +191,27 @@ def _write_readme(markdown: str) -> None:
     README.write_text(text[: start + len(README_START)] + "\n" + markdown.strip() + "\n" + text[end:])
 
 
+def _attachments(ns: argparse.Namespace) -> Attachments | None:
+    if ns.attachments_mb is None:
+        if ns.attachment_docs is not None:
+            raise SystemExit("--attachment-docs needs --attachments-mb")
+        return None
+    count = DEFAULT_ATTACHMENT_DOCS if ns.attachment_docs is None else ns.attachment_docs
+    size = round(ns.attachments_mb * MB)
+    if count < 1 or size < 1:
+        raise SystemExit("--attachments-mb must be above 0 and --attachment-docs at least 1")
+    return Attachments(count, size)
+
+
 def run(ns: argparse.Namespace) -> int:
-    if ns.docs < 1 or ns.repeat < 1 or ns.timeout <= 0:
-        raise SystemExit("--docs and --repeat must be at least 1, --timeout above 0")
+    att = _attachments(ns)
+    if ns.docs is None:
+        ns.docs = 0 if att is not None else DEFAULT_DOCS
+    if ns.docs < (0 if att is not None else 1) or ns.repeat < 1 or ns.timeout <= 0:
+        raise SystemExit("--docs and --repeat must be at least 1 (--docs 0 with --attachments-mb), --timeout above 0")
     params = _params(ns.param)
-    in_memory = ns.in_memory if ns.in_memory is not None else ns.docs <= IN_MEMORY_MAX_DOCS
+    total = ns.docs + (att.docs if att is not None else 0)  # what every backup and restore must hold
+    in_memory = ns.in_memory if ns.in_memory is not None else (att is None and ns.docs <= IN_MEMORY_MAX_DOCS)
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     machine = report.machine()
@@ -149,6 +226,9 @@ def run(ns: argparse.Namespace) -> int:
         "our_parameters_changed": params,
         "condition_descriptions": {name: CONDITIONS[name].description for name in ns.conditions},
     }  # fmt: skip
+    if att is not None:
+        settings["attachments"] = {"docs": att.docs, "bytes_each": att.bytes_each, "mb_each": ns.attachments_mb,
+                                   "total_docs": total}
     say(f"settings: {json.dumps(settings)}")
     runs: list[Run] = []
     setup: dict[str, Any] = {}
@@ -156,11 +236,16 @@ def run(ns: argparse.Namespace) -> int:
     try:
         say(f"starting pouchdb-server ({settings['pouchdb']}), SeaweedFS and the compat proxy in {workdir}")
         stack.start()
-        say(f"loading {ns.docs:,} documents{' (mixed sizes)' if ns.mixed else ''} ...")
-        load = stack.load(DB, ns.docs, ns.mixed)
-        say(f"loaded in {load['seconds']} s ({ns.docs / load['seconds']:,.0f} docs/s)")
+        if att is None:
+            say(f"loading {ns.docs:,} documents{' (mixed sizes)' if ns.mixed else ''} ...")
+            load = stack.load(DB, ns.docs, ns.mixed)
+            say(f"loaded in {load['seconds']} s ({ns.docs / load['seconds']:,.0f} docs/s)")
+        else:
+            say(f"loading {_attachments_heading(att, ns.docs, ns.mixed)} ...")
+            load = stack.load(DB, ns.docs, ns.mixed, att.docs, att.bytes_each)
+            say(f"loaded in {load['seconds']} s ({(load['request_bytes']) / MB / load['seconds']:,.1f} MB/s of requests)")
         plain = Routes(stack.couch.url, stack.compat.url)
-        base = Context(stack, plain, "setup", DB, ns.docs, workdir, ns.timeout, params)
+        base = Context(stack, plain, "setup", DB, total, workdir, ns.timeout, params, attachments=att)
         warm = Run(client="raw", condition="setup", rep=0)
         run_raw(base, warm)  # warm the server up (and learn the raw size) before anything is timed
         setup.update(load=load, warm_up_read=warm.to_json())
@@ -169,7 +254,7 @@ def run(ns: argparse.Namespace) -> int:
             say(f"restore source: {setup['restore_source']}")
         for name in ns.conditions:
             routes = stack.routes(CONDITIONS[name])
-            ctx = Context(stack, routes, name, DB, ns.docs, workdir, ns.timeout, params, base.restore_key, base.restore_file)
+            ctx = Context(stack, routes, name, DB, total, workdir, ns.timeout, params, base.restore_key, base.restore_file, att)
             timed_out: set[str] = set()
             try:
                 for rep in range(1, ns.repeat + 1):
@@ -178,7 +263,7 @@ def run(ns: argparse.Namespace) -> int:
                             continue  # once over the time limit, again would only burn the time limit again
                         run = measure(ctx, client, rep)
                         runs.append(run)
-                        say(_progress(run, ns.repeat, ns.docs))
+                        say(_progress(run, ns.repeat, total))
                         if run.status == "timeout":
                             timed_out.add(client)
             finally:
@@ -191,11 +276,12 @@ def run(ns: argparse.Namespace) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     run_dicts = [r.to_json() for r in runs]
-    rows = report.summarise(run_dicts, ns.docs, ns.timeout)
+    rows = report.summarise(run_dicts, total, ns.timeout)
     goals = report.targets(rows)
     finished = datetime.now(UTC)
+    what = f"{ns.docs:,} docs{' (mixed sizes)' if ns.mixed else ''}" if att is None else _attachments_heading(att, ns.docs, ns.mixed)
     md = "\n".join([
-        f"### {ns.docs:,} docs{' (mixed sizes)' if ns.mixed else ''}, pouchdb-server {settings['pouchdb']}, "
+        f"### {what}, pouchdb-server {settings['pouchdb']}, "
         f"median of {ns.repeat}, {started:%Y-%m-%d %H:%M} UTC",
         "",
         f"Machine: {report.machine_line(machine)}",
@@ -206,7 +292,8 @@ def run(ns: argparse.Namespace) -> int:
         "",
         _load_line(run_dicts),
         "",
-        report.table(rows, ns.timeout),
+        *([*_attachments_lines(att, run_dicts, setup), ""] if att is not None else []),
+        report.table(rows, ns.timeout, docs_digits=0 if att is None else 2),
         "",
         report.targets_table(goals),
         "",

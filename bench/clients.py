@@ -9,10 +9,16 @@ the database holds counts as failed, not as fast.
     couchbackup-full  couchbackup --mode full         -> a local file (via the compat proxy)
     restore      python -m backup restore             <- S3, into a new db (via the compat proxy)
     couchrestore couchrestore < the same backup file   (via the compat proxy)
+
+couchrestore gets --attachments when the backup file's metadata line says `"attachments": true` (it refuses either
+mismatch). With --attachments-mb (``Context.attachments``): raw reads with attachments=true, couchbackup gets
+--attachments, each backup records whether it holds the attachments inline, and each restore compares one restored
+attachment with the source's bytes when the backup holds it.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -24,6 +30,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
+
+from bench.data import ATTACHMENT_NAME, attachment_data, attachment_doc_id
 from bench.stack import Routes, Stack, code_dir, python_env
 from devstack import REPO_ROOT
 
@@ -63,6 +72,39 @@ class Run:
 
 
 @dataclass
+class Attachments:
+    """--attachments-mb: `docs` documents with one attachment of `bytes_each` bytes; and what the restore source
+    (the setup backup) turned out to hold, filled in by `scan_restore_source`."""
+
+    docs: int
+    bytes_each: int
+    source_inline: int | None = None  # attachments with data in the restore source
+    source_stubs: int | None = None  # attachments as stubs only (no data: a backup without attachments)
+    source_flag: bool | None = None  # the metadata line's "attachments" (couchrestore needs --attachments iff true)
+    source_check: str = ""  # the checked attachment in the restore source: "equal" / why not
+
+    @property
+    def total_bytes(self) -> int:
+        return self.docs * self.bytes_each
+
+    @property
+    def check_index(self) -> int:
+        return self.docs - 1  # the last one: where a truncated backup or restore would show first
+
+    @property
+    def check_id(self) -> str:
+        return attachment_doc_id(self.check_index)
+
+    def expected(self) -> bytes:
+        return attachment_data(self.check_index, self.bytes_each)
+
+    def holds(self, object_bytes: int | None) -> bool:
+        """Whether a backup of this size can hold the attachments (random bytes: base64 adds 1/3, gzip takes off
+        about as much; a backup of stubs only is a few KB)."""
+        return object_bytes is not None and object_bytes >= self.total_bytes // 2
+
+
+@dataclass
 class Context:
     """What every client needs in one condition."""
 
@@ -76,6 +118,7 @@ class Context:
     params: dict[str, str]  # tuning parameters for our CLI (empty: the defaults users get)
     restore_key: str | None = None
     restore_file: Path | None = None
+    attachments: Attachments | None = None  # --attachments-mb (None: the usual documents only)
 
     def url(self, client: str) -> str:
         return getattr(self.routes, UPSTREAM[client])
@@ -156,18 +199,89 @@ def tail(path: Path, chars: int = 400) -> str:
     return text[-chars:].replace("\n", " | ")
 
 
-def count_docs(path: Path) -> tuple[int, int]:
-    """(documents, lines) in a couchbackup-format file (array lines; the metadata line is not counted)."""
-    docs = lines = 0
+@dataclass
+class BackupScan:
+    """What a couchbackup-format file holds: array lines of documents after a metadata line."""
+
+    docs: int = 0
+    lines: int = 0
+    inline: int = 0  # attachments with data
+    stubs: int = 0  # attachments without (a backup made without attachments)
+    metadata: dict[str, Any] | None = None
+    wanted: dict[str, Any] | None = None  # `_attachments` of the document asked for, if it is there
+
+
+def scan_backup(path: Path, want: str | None = None) -> BackupScan:
+    scan = BackupScan()
     with open(path, "rb") as fh:
         for raw in fh:
             if not raw.strip():
                 continue
             value = json.loads(raw)
             if isinstance(value, list):
-                docs += len(value)
-                lines += 1
-    return docs, lines
+                scan.docs += len(value)
+                scan.lines += 1
+                for doc in value:
+                    attachments = doc.get("_attachments") if isinstance(doc, dict) else None
+                    if not isinstance(attachments, dict):
+                        continue
+                    for attachment in attachments.values():
+                        if isinstance(attachment, dict) and "data" in attachment:
+                            scan.inline += 1
+                        else:
+                            scan.stubs += 1
+                    if want is not None and doc.get("_id") == want:
+                        scan.wanted = attachments
+            elif isinstance(value, dict) and scan.lines == 0 and scan.metadata is None:
+                scan.metadata = value
+    return scan
+
+
+def count_docs(path: Path) -> tuple[int, int]:
+    """(documents, lines) in a couchbackup-format file (array lines; the metadata line is not counted)."""
+    scan = scan_backup(path)
+    return scan.docs, scan.lines
+
+
+def says_attachments(path: Path) -> bool:
+    """Whether the file's metadata line (line 1) has `"attachments": true`, as couchrestore reads it."""
+    with open(path, "rb") as fh:
+        first = fh.readline(1 << 20)
+    try:
+        meta = json.loads(first)
+    except ValueError:
+        return False
+    if not isinstance(meta, dict) or not (meta.get("name") and meta.get("version") and meta.get("mode")):
+        return False  # not a metadata line: couchrestore takes it for documents
+    return meta.get("attachments") is True
+
+
+def scan_restore_source(att: Attachments, path: Path) -> dict[str, Any]:
+    """Fill in what the restore source holds of the attachments (untimed, once): inline or stubs, and whether the
+    checked attachment's data in it is the source's."""
+    scan = scan_backup(path, want=att.check_id)
+    att.source_inline, att.source_stubs = scan.inline, scan.stubs
+    att.source_flag = bool((scan.metadata or {}).get("attachments"))
+    entry = (scan.wanted or {}).get(ATTACHMENT_NAME)
+    if scan.wanted is None:
+        att.source_check = f"{att.check_id} is not in the backup"
+    elif not isinstance(entry, dict) or not isinstance(entry.get("data"), str):
+        att.source_check = f"{att.check_id}/{ATTACHMENT_NAME} is a stub (no data)"
+    else:
+        try:
+            data = base64.b64decode(entry["data"], validate=True)
+        except ValueError as exc:
+            att.source_check = f"{att.check_id}/{ATTACHMENT_NAME}: data is not base64 ({exc})"
+        else:
+            att.source_check = "equal" if data == att.expected() else (
+                f"{att.check_id}/{ATTACHMENT_NAME}: {len(data)} bytes in the backup, not the source's {att.bytes_each}"
+                if len(data) != att.bytes_each else f"{att.check_id}/{ATTACHMENT_NAME}: the backup's bytes differ")
+    return {"docs": scan.docs, "attachments_inline": scan.inline, "attachment_stubs": scan.stubs,
+            "metadata_attachments": att.source_flag, "checked": att.check_id, "check": att.source_check}
+
+
+def _note(run: Run, text: str) -> None:
+    run.detail = f"{run.detail}; {text}" if run.detail else text
 
 
 def _expect_docs(run: Run, got: int | None, expected: int) -> None:
@@ -182,6 +296,8 @@ def _expect_docs(run: Run, got: int | None, expected: int) -> None:
 
 def raw(ctx: Context, run: Run, compressed: bool = False) -> None:
     url = f"{ctx.url(run.client)}/{ctx.db}/_all_docs?include_docs=true"
+    if ctx.attachments is not None:
+        url += "&attachments=true"  # the read with the attachments' data inline (base64), as the backups need it
     cmd = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", *(["--compressed"] if compressed else []), url]
     out = ctx.workdir / f"curl-{run.condition}-{run.client}-{run.rep}.txt"
     timed(cmd, run, ctx, _node_env(), stdout=out)
@@ -226,11 +342,18 @@ def backup(ctx: Context, run: Run, keep: bool = False) -> None:
         run.status, run.detail = "failed", f"no ok result: {tail(out)}"
     run.bytes = result.get("bytes")
     _expect_docs(run, result.get("docs"), ctx.docs)
+    if ctx.attachments is not None and run.status == "ok":
+        # (the size tells: a setup backup's content is scanned exactly, see scan_restore_source)
+        run.extra["attachments_inline"] = ctx.attachments.holds(run.bytes)
+        if not run.extra["attachments_inline"]:
+            _note(run, f"stubs only: {run.bytes} bytes cannot hold {ctx.attachments.total_bytes:,} bytes of attachments")
 
 
 def couchbackup(ctx: Context, run: Run, mode: str = "shallow") -> None:
     out = ctx.workdir / f"couchbackup-{run.condition}-{mode}-{run.rep}.txt"
     cmd = [str(NODE_BIN / "couchbackup"), "--url", ctx.url(run.client), "--db", ctx.db, "--mode", mode, "--output", str(out)]
+    if ctx.attachments is not None:
+        cmd.append("--attachments")  # experimental in couchbackup: without it, it backs up stubs only
     if mode == "full":
         log = ctx.workdir / f"couchbackup-{run.condition}-{mode}-{run.rep}.log"
         cmd += ["--log", str(log)]
@@ -238,11 +361,16 @@ def couchbackup(ctx: Context, run: Run, mode: str = "shallow") -> None:
     if out.exists():
         run.bytes = out.stat().st_size
         try:
-            docs, lines = count_docs(out)
+            scan: BackupScan | None = scan_backup(out)
         except ValueError as exc:
-            docs, lines = None, None
+            scan = None
             run.detail = (run.detail + f"; unreadable output: {exc}").strip("; ")
+        docs, lines = (scan.docs, scan.lines) if scan else (None, None)
         run.extra["lines"] = lines
+        if ctx.attachments is not None and scan is not None:
+            run.extra.update(attachments_inline=scan.inline, attachment_stubs=scan.stubs)
+            if scan.inline < ctx.attachments.docs and run.status == "ok":
+                _note(run, f"{scan.inline} of {ctx.attachments.docs} attachments inline")
         out.unlink()
         _expect_docs(run, docs, ctx.docs)
     elif run.status == "ok":
@@ -258,7 +386,33 @@ def _target(run: Run) -> str:
 def _check_restored(ctx: Context, run: Run, target: str) -> None:
     info = ctx.stack.db_info(target) or {}
     _expect_docs(run, info.get("doc_count"), ctx.docs)
+    if ctx.attachments is not None:
+        _check_attachment(ctx.attachments, ctx, run, target)
     ctx.stack.delete_db(target)
+
+
+def _check_attachment(att: Attachments, ctx: Context, run: Run, target: str) -> None:
+    """One restored attachment against the source's bytes, when the backup holds it; otherwise say why not."""
+    where = f"{att.check_id}/{ATTACHMENT_NAME}"
+    if att.source_check != "equal":
+        # e.g. backup/ does not back attachments up (yet): the restore wrote the documents without them
+        run.extra["attachment_check"] = f"not made: {att.source_check or 'the restore source was not scanned'}"
+        _note(run, f"attachment not checked: the backup holds {att.source_inline} of {att.docs} inline ({att.source_check})")
+        return
+    try:
+        got = ctx.stack.attachment(target, att.check_id, ATTACHMENT_NAME)
+    except requests.RequestException as exc:
+        run.extra["attachment_check"] = f"unreadable: {exc}"
+        if run.status == "ok":
+            run.status, run.detail = "failed", f"restored attachment {where} unreadable: {exc}"
+        return
+    if got == att.expected():
+        run.extra["attachment_check"] = "equal"
+        return
+    problem = "missing" if got is None else f"{len(got):,} bytes differ from the source's {att.bytes_each:,}"
+    run.extra["attachment_check"] = problem
+    if run.status == "ok":
+        run.status, run.detail = ("incomplete" if got is None else "failed"), f"restored attachment {where}: {problem}"
 
 
 def restore(ctx: Context, run: Run) -> None:
@@ -281,8 +435,16 @@ def couchrestore(ctx: Context, run: Run) -> None:
     ctx.stack.delete_db(target)
     ctx.stack.create_db(target)  # couchrestore never creates its target
     cmd = [str(NODE_BIN / "couchrestore"), "--url", ctx.url(run.client), "--db", target]
+    if says_attachments(ctx.restore_file):
+        # it refuses a file whose metadata line says attachments without it, and one that does not with it: a user
+        # restoring our backup has to pass it as soon as our metadata says so (whether documents have any or not)
+        cmd.append("--attachments")
+        run.extra["attachments_option"] = True
     timed(cmd, run, ctx, _node_env(), stdin=ctx.restore_file)
     run.bytes = ctx.restore_file.stat().st_size
+    if run.status == "failed" and ctx.attachments is not None and ctx.attachments.source_stubs:
+        # first: the progress line shows the detail's start only
+        run.detail = f"the backup holds attachment stubs, which couchrestore cannot write (412 missing_stub); {run.detail}"
     _check_restored(ctx, run, target)
 
 

@@ -19,6 +19,12 @@ REFERENCE = {"restore": "couchrestore", "couchrestore": "couchrestore"}
 BACKUP_REFERENCE = "couchbackup"
 
 
+def _rate(per_s: float) -> float:
+    """docs/s, rounded: to 0.1 as always, finer below 100 (a few documents with large attachments: ~1 doc/s, where
+    0.1 would make the ratios of two rates wrong by several %)."""
+    return round(per_s, 1) if per_s >= 100 else round(per_s, 4)
+
+
 def summarise(runs: list[dict[str, Any]], docs: int, timeout: float) -> list[dict[str, Any]]:
     """One row per (condition, client), in the order first seen."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -45,12 +51,12 @@ def summarise(runs: list[dict[str, Any]], docs: int, timeout: float) -> list[dic
             row["seconds"] = round(seconds, 3)
             row["seconds_min"], row["seconds_max"] = min(r["seconds"] for r in ok), max(r["seconds"] for r in ok)
             row["spread"] = round((row["seconds_max"] - row["seconds_min"]) / seconds, 3) if seconds else None
-            row["docs_per_s"] = round(docs / seconds, 1)
+            row["docs_per_s"] = _rate(docs / seconds)
             sizes = [r["bytes"] for r in ok if r["bytes"]]
             if sizes:
                 row["mb_per_s"] = round(statistics.median(sizes) / MB / seconds, 2)
         elif row["timeouts"]:
-            row["docs_per_s_below"] = round(docs / timeout, 1)  # it was slower than this
+            row["docs_per_s_below"] = _rate(docs / timeout)  # it was slower than this
         rows.append(row)
     for row in rows:
         row["x_reference"], row["x_raw"] = _ratios(row, rows)
@@ -89,7 +95,8 @@ def _fmt_num(value: float | None, digits: int = 0) -> str:
     return "" if value is None else f"{value:,.{digits}f}"
 
 
-def table(rows: list[dict[str, Any]], timeout: float) -> str:
+def table(rows: list[dict[str, Any]], timeout: float, docs_digits: int = 0) -> str:
+    """docs_digits: decimals of the docs/s column below 100 (a few documents with large attachments: ~1 doc/s)."""
     head = ("| condition | client | runs ok | median s | spread | docs/s | MB/s | peak RSS MiB | x couchbackup / couchrestore "
             "| x raw read | 429s/run |\n|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
@@ -101,7 +108,7 @@ def table(rows: list[dict[str, Any]], timeout: float) -> str:
             runs += f" ({r['failed']} failed)"
         # (max - min) / median of the ok runs' wall times: how much to trust the median
         spread = f"{r['spread']:.0%}" if r.get("spread") is not None and r["ok"] > 1 else ""
-        docs_per_s = _fmt_num(r["docs_per_s"])
+        docs_per_s = _fmt_num(r["docs_per_s"], docs_digits if r["docs_per_s"] is not None and r["docs_per_s"] < 100 else 0)
         if r["docs_per_s"] is None:
             docs_per_s = f"<{r['docs_per_s_below']:,.0f}" if r.get("docs_per_s_below") else "failed"
         lines.append(

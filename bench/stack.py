@@ -14,6 +14,7 @@ from __future__ import annotations
 import compileall
 import contextlib
 import hashlib
+import itertools
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import Any
 
 import requests
 
-from bench.data import doc_batches
+from bench.data import attachment_batches, doc_batches
 from devstack import REPO_ROOT, CouchCompatProxy, PouchServer, SeaweedS3, free_port
 
 BUCKET = "bench"
@@ -232,8 +234,9 @@ class Stack:
     def delete_db(self, db: str) -> None:
         self.couch.delete_db(db, missing_ok=True)
 
-    def load(self, db: str, count: int, mixed: bool) -> dict[str, Any]:
-        """Create ``db`` and fill it with ``count`` documents (`_bulk_docs`, two requests in flight)."""
+    def load(self, db: str, count: int, mixed: bool, attachment_docs: int = 0, attachment_bytes: int = 0) -> dict[str, Any]:
+        """Create ``db`` and fill it with ``count`` documents and ``attachment_docs`` documents with one attachment of
+        ``attachment_bytes`` each (`_bulk_docs`, two requests in flight; attachments as base64, never gzip)."""
         started = time.monotonic()
         self.delete_db(db)
         self.create_db(db)
@@ -252,18 +255,31 @@ class Stack:
             return len(body)
 
         sent = 0
+        bodies: Iterator[bytes] = doc_batches(count, mixed)
+        if attachment_docs:
+            bodies = itertools.chain(bodies, attachment_batches(attachment_docs, attachment_bytes))
         with ThreadPoolExecutor(max_workers=2) as pool:
             pending = []
-            for body in doc_batches(count, mixed):
+            for body in bodies:
                 pending.append(pool.submit(post, body))
                 if len(pending) >= 4:
                     sent += pending.pop(0).result()
             for future in pending:
                 sent += future.result()
+        total = count + attachment_docs
         info = self.db_info(db) or {}
-        if info.get("doc_count") != count:
-            raise RuntimeError(f"loading {db}: doc_count is {info.get('doc_count')}, expected {count}")
-        return {"docs": count, "request_bytes": sent, "seconds": round(time.monotonic() - started, 2)}
+        if info.get("doc_count") != total:
+            raise RuntimeError(f"loading {db}: doc_count is {info.get('doc_count')}, expected {total}")
+        loaded: dict[str, Any] = {"docs": total, "request_bytes": sent, "seconds": round(time.monotonic() - started, 2)}
+        if attachment_docs:
+            loaded.update(attachment_docs=attachment_docs, attachment_bytes_each=attachment_bytes,
+                          disk_size=info.get("disk_size"))
+        return loaded
+
+    def attachment(self, db: str, doc_id: str, name: str) -> bytes | None:
+        """An attachment's bytes as the server holds them (None: no such document or attachment)."""
+        resp = self.http.get(f"{self.couch.url}/{db}/{doc_id}/{name}", timeout=600)
+        return resp.content if resp.status_code == 200 else None
 
     def delete_object(self, key: str) -> None:
         for k in (key, key + ".manifest.json"):

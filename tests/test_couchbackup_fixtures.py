@@ -146,10 +146,3 @@ def test_resumed_backup_restores(name, couch, seaweed, s3_client, bucket, db_nam
     assert result.get("ok") and (result["written"], result["docs"]) == (15, 11), result  # revisions, live docs
     assert "skipped_lines" not in result
     _assert_leaves_as_in_file(couch, db_name, _file_docs("animaldb_expected.json"))
-
-
-def test_attachments_backup_is_refused_clearly_and_leaves_no_target(couch, seaweed, s3_client, bucket, db_name):
-    result = _restore(couch, seaweed, s3_client, bucket, db_name, "attachment.backup")
-    assert result.get("kind") == "format", result
-    assert "made with attachments" in result["error"] and "couchrestore --attachments" in result["error"]
-    assert not db_exists(couch, db_name)

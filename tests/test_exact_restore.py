@@ -169,9 +169,12 @@ def test_a_real_conflict_is_kept_as_the_source_has_it(couch, db_name, bucket, s3
         docs += [_revision(doc_id, 2, fork=1, v="main"), _revision(doc_id, 2, branch=other, fork=1, v=other)]
     _write(couch, db_name, docs)
     full = _backup(params)
-    held = {d["_id"]: d["_rev"] for line in object_lines(s3_client, bucket, full["key"])[1:] for d in line}
-    assert held["c-a"] == _revision("c-a", 2)["_rev"]  # the full holds the main branch of c-a...
-    assert held["c-b"] == _revision("c-b", 2, branch=branches["c-b"], fork=1)["_rev"]  # ...the other one of c-b
+    held = [(d["_id"], d["_rev"]) for line in object_lines(s3_client, bucket, full["key"])[1:] for d in line]
+    # The full holds both leaves of each, the winner first: the main branch of c-a, the other one of c-b.
+    assert [rev for doc_id, rev in held if doc_id == "c-a"] == [
+        _revision("c-a", 2)["_rev"], _revision("c-a", 2, branch=branches["c-a"], fork=1)["_rev"]]
+    assert [rev for doc_id, rev in held if doc_id == "c-b"] == [
+        _revision("c-b", 2, branch=branches["c-b"], fork=1)["_rev"], _revision("c-b", 2)["_rev"]]
     _write(couch, db_name, [_revision(i, EDITS, v="edited") for i in branches]
            + [_revision("plain-conflict", 3, v=3)])
     for doc_id in branches:
@@ -183,7 +186,9 @@ def test_a_real_conflict_is_kept_as_the_source_has_it(couch, db_name, bucket, s3
     restored = _restore(params, target)
     assert restored["chain"] == [full["key"], incremental["key"]]
     _assert_same(couch, db_name, target, [*branches, "plain-conflict"])
-    assert restored["stale_leaves_closed"] == 1  # c-a's old main leaf; c-b's other leaf is the source's conflict
+    # The old main leaf of each (the full holds both leaves, the edited main branch is stemmed); c-b's other leaf
+    # (like c-a's) is the source's conflict and stays.
+    assert restored["stale_leaves_closed"] == 2
 
 
 def test_docs_without_stemmed_histories_cost_no_extra_request(couch, db_name, params, couch_proxy):

@@ -360,7 +360,7 @@ def test_an_incremental_keeps_every_leaf_so_a_resolved_conflict_restores_as_reso
     assert set(_leaves(couch, db_name, "resolved")) == {f"2-{a}", f"2-{b}"}
     assert _winner(couch, db_name, "resolved")["_rev"] == f"2-{b}"  # same depth: the higher revision id wins
     full, _ = run_main(params)
-    assert full["ok"] and full["docs"] == 3, full
+    assert full["ok"] and full["docs"] == 4 and full["conflict_leaves"] == 1, full  # both leaves of "resolved"
     assert {(x["_id"], x["_rev"]) for x in _docs(s3_client, bucket, full["key"])} >= {("resolved", f"2-{b}")}
 
     # The app resolves the conflict by deleting the winning leaf; another doc gets a conflict (two children of

@@ -42,12 +42,16 @@ def _couchbackup(proxy_url, db, mode, out: Path) -> None:
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
 
 
-def test_couchrestore_restores_our_backup_exactly(couch, compat_proxy, db_name, bucket, s3_client, seaweed, tmp_path):
+@pytest.mark.parametrize("attachments", [True, False], ids=["attachments", "no-attachments"])
+def test_couchrestore_restores_our_backup_exactly(attachments, couch, compat_proxy, db_name, bucket, s3_client, seaweed,
+                                                  tmp_path):
+    """A backup made with ATTACHMENTS (the default) says so in its metadata line: couchrestore wants --attachments
+    for it (and refuses that option for a file made without)."""
     _source(couch, db_name)
     params = {"CLOUDANT_URL": couch.url, "CLOUDANT_DB": db_name, "CLOUDANT_USERNAME": couch.admin[0],
               "CLOUDANT_PASSWORD": couch.admin[1], "COS_ENDPOINT": seaweed.endpoint, "COS_BUCKET": bucket,
               "COS_ACCESS_KEY_ID": seaweed.access_key, "COS_SECRET_ACCESS_KEY": seaweed.secret_key}
-    backup, _ = run_main({**params, "DOCS_PER_LINE": 100})
+    backup, _ = run_main({**params, "DOCS_PER_LINE": 100, "ATTACHMENTS": attachments})
     assert backup["ok"], backup
     path = tmp_path / "ours.txt"
     s3_client.download_file(bucket, backup["key"], str(path))
@@ -56,7 +60,8 @@ def test_couchrestore_restores_our_backup_exactly(couch, compat_proxy, db_name, 
     load_docs(couch, target, [])  # couchrestore never creates the target
     with path.open("rb") as f:
         proc = subprocess.run([str(BIN / "couchrestore"), "--url", _url_with_credentials(compat_proxy.url, couch.admin),
-                               "--db", target], stdin=f, capture_output=True, timeout=180)
+                               "--db", target, *(["--attachments"] if attachments else [])],
+                              stdin=f, capture_output=True, timeout=180)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert live_docs(couch, target) == live_docs(couch, db_name)
 

@@ -65,11 +65,12 @@ def test_round_trip_keeps_every_id_rev_and_body(couch, db_name, params):
 
 
 def test_documents_with_attachments_are_restored_without_them_and_counted(couch, db_name, params):
-    """Backups hold attachment stubs only (as couchbackup's): a stub alone fails the write (412 missing_stub)."""
+    """A backup made with ATTACHMENTS=false holds attachment stubs only (as couchbackup's without --attachments): a
+    stub alone fails the write (412 missing_stub)."""
     attachment = {"a.txt": {"content_type": "text/plain", "data": "aGVsbG8="}}
     load_docs(couch, db_name, [{"_id": "plain", "n": 1}, {"_id": "with", "n": 2, "_attachments": attachment}])
-    backup, _ = run_main(params)
-    assert backup["ok"] and backup["docs"] == 2, backup
+    backup, _ = run_main({**params, "ATTACHMENTS": "false"})
+    assert backup["ok"] and backup["docs"] == 2 and backup["attachments_skipped"] == 1, backup
 
     restored, log = _restore(params, backup["key"], f"{db_name}-copy", CREATE_TARGET=True)
     assert restored["ok"] and restored["docs"] == 2 and restored["attachments_dropped"] == 1, restored

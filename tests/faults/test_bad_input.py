@@ -201,12 +201,6 @@ def _replace(body: bytes, number: int, line: bytes) -> bytes:
     return _join(lines)
 
 
-def _with_attachments(body: bytes) -> bytes:
-    meta = json.loads(_lines(body)[0])
-    meta["attachments"] = True
-    return _replace(body, 1, json.dumps(meta).encode())
-
-
 # (id, new bytes from the good ones, keep the manifest, restore: kind + fragment | None (=bug), verify: kind + fragment)
 # (id, how the good backup is spoiled, manifest kept, restore's error, verify's error). With its manifest kept, an
 # object of another size is refused before the restore writes anything (or creates the target).
@@ -223,7 +217,6 @@ OBJECTS = [
      ("format", "Error on line 3 of backup file - cannot parse as JSON")),
     ("non-array-line", lambda b: _replace(b, 4, b'{"docs": "not an array"}'), True, SIZE_REFUSED,
      ("format", "Error on line 4 of backup file - not an array of documents")),
-    ("made-with-attachments", _with_attachments, True, SIZE_REFUSED, ("format", "made with attachments")),
 ]
 BUG_RESTORE: dict[str, str] = {}  # case id -> reason, for a known bug (strict xfail)
 

@@ -185,10 +185,10 @@ def test_file_with_metadata_records_nothing_as_skipped() -> None:
     assert decoder.skipped == []
 
 
-def test_metadata_with_attachments_is_refused() -> None:
+def test_metadata_with_attachments_is_read_as_any_other() -> None:
     decoder = LineDecoder()
-    with pytest.raises(FormatError, match="attachments"):
-        decoder.decode(b'{"name":"@cloudant/couchbackup","version":"2.11.12","mode":"full","attachments":true}')
+    line = decoder.decode(b'{"name":"@cloudant/couchbackup","version":"2.11.12","mode":"full","attachments":true}')
+    assert line is not None and line.metadata is not None and line.metadata["attachments"] is True
 
 
 @pytest.mark.parametrize("value", [{"name": "x", "version": "1"}, {"name": "", "version": "1", "mode": "full"},

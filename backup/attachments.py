@@ -1,0 +1,79 @@
+"""Attachments in the backup file, as couchbackup's `--attachments` files hold them (pure, no I/O).
+
+A server answers a read with `attachments=true` as `{"content_type", "revpos", "digest", "data": base64}`;
+couchbackup's files hold `{"contentType", "data", "digest", "revpos"}` (its SDK's names), and couchrestore
+takes the content type only from `contentType`. So a backup renames `content_type` to `contentType`, and a
+restore renames it back. A stub (`"stub": true`, no data) is what a backup without attachments holds: it
+cannot be written (412 missing_stub), so a restore leaves it out and counts the document.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Members of a server's attachment that describe how it answered, not the attachment: never in a backup.
+_ANSWER_ONLY = ("content_type", "stub", "length", "follows", "encoding", "encoded_length")
+
+
+def attachments_of(doc: Any) -> dict[str, Any] | None:
+    """The document's `_attachments` object when it has one with entries."""
+    if not isinstance(doc, dict):
+        return None
+    attachments = doc.get("_attachments")
+    return attachments if isinstance(attachments, dict) and attachments else None
+
+
+def stub_bytes(doc: Any) -> int | None:
+    """The bytes of the document's attachment stubs (their `length`), or None when it has no stub."""
+    attachments = attachments_of(doc)
+    if attachments is None:
+        return None
+    stubs = [a for a in attachments.values() if isinstance(a, dict) and a.get("stub")]
+    if not stubs:
+        return None
+    return sum(a["length"] for a in stubs if isinstance(a.get("length"), int))
+
+
+def to_backup(doc: dict[str, Any]) -> dict[str, Any]:
+    """A document read with its attachments' data, in the backup's form (in place): `contentType`, data, digest,
+    revpos, as couchbackup writes them. Stubs stay stubs."""
+    attachments = attachments_of(doc)
+    if attachments is None:
+        return doc
+    for name, attachment in list(attachments.items()):
+        if not isinstance(attachment, dict) or "data" not in attachment:
+            continue
+        inline = {"contentType": attachment.get("content_type", attachment.get("contentType"))}
+        inline.update((k, v) for k, v in attachment.items() if k not in _ANSWER_ONLY and k != "contentType")
+        attachments[name] = inline
+    return doc
+
+
+def to_server(doc: dict[str, Any]) -> bool:
+    """A document of a backup file, made writable (in place): inline attachments get `content_type` from
+    `contentType`, stubs are left out (a document that had only stubs loses `_attachments`). True when it lost a
+    stub: the backup did not hold that attachment."""
+    attachments = attachments_of(doc)
+    if attachments is None:
+        return False
+    dropped = False
+    for name, attachment in list(attachments.items()):
+        if not isinstance(attachment, dict):
+            continue
+        if attachment.get("stub") and "data" not in attachment:
+            del attachments[name]
+            dropped = True
+        elif "contentType" in attachment:
+            content_type = attachment.pop("contentType")
+            attachment.setdefault("content_type", content_type)
+    if not attachments:
+        del doc["_attachments"]
+    return dropped
+
+
+def data_bytes(doc: Any) -> int:
+    """Bytes of inline attachment data (base64 text) the document carries: what its request weighs beyond its body."""
+    attachments = attachments_of(doc)
+    if attachments is None:
+        return 0
+    return sum(len(a["data"]) for a in attachments.values() if isinstance(a, dict) and isinstance(a.get("data"), str))
