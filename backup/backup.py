@@ -125,8 +125,9 @@ class _Reader:
         """Winning revisions of live docs in id order, each with its conflicting leaves and, with ATTACHMENTS, its
         attachments (see refetch.py); a line's mark is its last id (exact resume), so a document's entries are
         never split between two lines."""
-        refetch = Refetch(functools.partial(cloudant.iter_bulk_get, self.client, self.db,
-                                            attachments=self.cp.attachments, latest=True), self.cp.attachments)
+        refetch = Refetch(lambda items, attachments: cloudant.iter_bulk_get(
+            self.client, self.db, items, attachments=attachments, latest=True), self.cp.attachments,
+            functools.partial(cloudant.attachment, self.client, self.db))
         line: list[bytes] = []
         last_id, size, counts = "", 0, dict.fromkeys(LINE_COUNTS, 0)
         for page in cloudant.iter_pages(self.client, self.db, self.max_rows, PAGE_BYTES, after=self.cp.resume_mark(),

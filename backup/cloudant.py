@@ -499,6 +499,19 @@ def write_revisions(client: CloudantV1, db: str, docs: list[dict[str, Any]], wha
         raise CloudantError(f"{what}: {len(failed)} of {len(docs)} documents were rejected ({sample})")
 
 
+def attachment(client: CloudantV1, db: str, doc_id: str, rev: str, name: str) -> bytes:
+    """One attachment's bytes, of revision `rev` of the document (streamed: the SDK would decode a JSON one)."""
+    where = f"{client.service_url}/{db}"
+
+    def read() -> bytes:
+        response = client.get_attachment(db=db, doc_id=doc_id, attachment_name=name, rev=rev, stream=True).get_result()
+        try:
+            return response.content
+        finally:
+            response.close()
+    return call(f"reading attachment {name!r} of document {doc_id!r} in '{db}'", where, read)
+
+
 def security(client: CloudantV1, db: str) -> dict[str, Any]:
     """The database's `_security` object (who may read, write and administer it)."""
     where = f"{client.service_url}/{db}/_security"

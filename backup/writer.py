@@ -95,7 +95,8 @@ class BatchWriter:
         if self.leaf_sets is not None:
             self.leaf_sets.resume_run(run)  # a restore continued from a checkpoint taken inside a run
         self.check_every = check_every
-        self.in_flight: deque[Future[int]] = deque()
+        self.in_flight: deque[tuple[Future[int], int]] = deque()  # (batch, its bytes)
+        self.in_flight_bytes = 0
         self.batch: list[dict[str, Any]] = []
         self.batch_bytes = 0
         self.lines = (0, 0)
@@ -136,19 +137,26 @@ class BatchWriter:
 
     def cancel(self) -> None:
         """Stopped by a failure: the batches not yet started are not sent."""
-        for future in self.in_flight:
+        for future, _ in self.in_flight:
             future.cancel()
 
     def _submit(self) -> None:
         totals = self.target.totals
         totals["batches"] += 1
-        self.in_flight.append(self.target.pool.submit(self.target.write, self.batch, totals["batches"], self.lines))
+        future = self.target.pool.submit(self.target.write, self.batch, totals["batches"], self.lines)
+        self.in_flight.append((future, self.batch_bytes))
+        self.in_flight_bytes += self.batch_bytes
         self.batch, self.batch_bytes = [], 0
         self._drain(self.target.parallelism)
 
     def _drain(self, limit: int) -> None:
-        while len(self.in_flight) > limit:
-            self.target.written(self.in_flight.popleft().result())
+        """Wait for the oldest batches until at most `limit` are in flight, and (documents with large attachments)
+        no more than `parallelism` full batches' bytes but for the newest: memory holds what is in flight."""
+        cap = self.target.parallelism * self.target.batch_bytes
+        while len(self.in_flight) > limit or (len(self.in_flight) > 1 and self.in_flight_bytes > cap):
+            future, size = self.in_flight.popleft()
+            self.in_flight_bytes -= size
+            self.target.written(future.result())
 
     def _check(self) -> None:
         self.flush()  # the leaves are read once every revision of these docs is in the target

@@ -28,18 +28,23 @@ class Server:
 
     def __init__(self, answers: dict[tuple[str, str], list[dict[str, Any]]] | None = None) -> None:
         self.requests: list[list[dict[str, str]]] = []
+        self.inline: list[bool] = []
         self.answers = answers or {}
 
-    def fetch(self, items: list[dict[str, str]]) -> Iterator[dict[str, Any] | bytes]:
+    def fetch(self, items: list[dict[str, str]], attachments: bool = True) -> Iterator[dict[str, Any] | bytes]:
         self.requests.append(items)
+        self.inline.append(attachments)
         for item in items:
             yield from self.answers.get((item["id"], item["rev"]), [{"_id": item["id"], "_rev": item["rev"],
-                                                                      "_revisions": {"start": 1, "ids": ["x"]}, **_data(item)}])
+                                                                      "_revisions": {"start": 1, "ids": ["x"]},
+                                                                      **_data(item, attachments)}])
 
 
-def _data(item: dict[str, str]) -> dict[str, Any]:
+def _data(item: dict[str, str], inline: bool) -> dict[str, Any]:
     if item["id"] != "b":
         return {}
+    if not inline:
+        return {"_attachments": {"att": {**STUB["att"], "length": 3}, "zip": {**STUB["att"], "length": 4}}}
     return {"_attachments": {"att": {"content_type": "text/plain", "revpos": 1, "digest": "md5-x", "data": "YWJj"}}}
 
 
@@ -113,3 +118,29 @@ def test_a_document_too_deep_to_decode_comes_back_spliced_with_its_attachments_r
     assert len(entries) == 1
     assert b'"contentType":"t/p"' in entries[0] and b'"content_type"' not in entries[0]
     assert entries[0].count(b"[") == 3000
+
+
+def test_large_attachments_are_read_as_bytes_and_spliced_in_base64() -> None:
+    server = Server()
+    read: list[tuple[str, str, str]] = []
+
+    def attachment(doc_id: str, rev: str, name: str) -> bytes:
+        read.append((doc_id, rev, name))
+        return {"att": b"abc", "zip": b"\x00\xff\x10\x80"}[name]
+
+    refetch = Refetch(server.fetch, True, attachment, inline_bytes=3)
+    out = _page(refetch, [PLAIN, WITH_STUB, CONFLICTED])
+    assert [doc_id for doc_id, _, _ in out] == ["a", "b", "c"]
+    atts = out[1][1][0]["_attachments"]
+    assert atts == {"att": {"contentType": "text/plain", "revpos": 1, "digest": "md5-x", "data": "YWJj"},
+                    "zip": {"contentType": "text/plain", "revpos": 1, "digest": "md5-x", "data": "AP8QgA=="}}
+    assert read == [("b", "1-b", "att"), ("b", "1-b", "zip")]
+    # Small (conflicts only) inline in one request, the large one with stubs in another.
+    assert sorted(zip(server.inline, server.requests, strict=True)) == [(False, [{"id": "b", "rev": "1-b"}]), (True, [
+        {"id": "c", "rev": "2-c"}, {"id": "c", "rev": "2-d"}, {"id": "c", "rev": "1-e"}])]
+
+
+def test_an_attachment_shorter_than_its_stub_fails_the_read() -> None:
+    refetch = Refetch(Server().fetch, True, lambda doc_id, rev, name: b"ab", inline_bytes=1)
+    with pytest.raises(CloudantError, match="2 bytes arrived, its stub says 3"):
+        _page(refetch, [WITH_STUB])
