@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -39,6 +40,10 @@ from backup.writer import BatchWriter, HeldDesignDocs, Target, chain_total, is_d
 # A `_bulk_docs` request ends at RESTORE_BATCH_SIZE documents or at about this many bytes of them: Cloudant
 # refuses request bodies above ~11 MB (413), which 500 large documents would exceed.
 BATCH_BYTES = 4 * 1024 * 1024
+# A document whose inline attachments (base64) weigh this much is written alone with `PUT /db/doc` as
+# multipart/related, its attachments as bytes: Cloudant refuses request bodies above ~11 MB, which a 10 MB attachment
+# (its cap) passes in base64, and a server decodes bytes faster than base64.
+MULTIPART_BYTES = BATCH_BYTES
 # Docs of stemmed history gathered before their target leaves are read (one `_all_docs` of this many keys): bounds
 # the leaf sets held, and how often the batches in flight are waited for.
 STALE_CHECK_IDS = 1000
@@ -119,11 +124,24 @@ def _write_batch(client: Any, db: str, docs: list[dict[str, Any]], number: int, 
     Every run is sent, as one request writes every doc it can; any rejected doc then fails the batch."""
     where = f"{client.service_url}/{db}"
     what = f"restoring batch {number} (lines {lines[0]}-{lines[1]}) into '{db}'"
+    if len(docs) == 1 and docs[0].get("_rev") and attachments.data_bytes(docs[0]) >= MULTIPART_BYTES:
+        _put_multipart(client, db, docs[0], what, where)
+        return 1
     failed = [r for new_edits, run in edit_runs(docs) for r in _post_bulk_docs(client, db, run, new_edits, what, where)]
     if failed:
         sample = "; ".join(f"{r.get('id')!r}: {r.get('error')} {r.get('reason', '')}".strip() for r in failed[:3])
         raise CloudantError(f"{what}: {len(failed)} of {len(docs)} documents were rejected ({sample})")
     return len(docs)
+
+
+def _put_multipart(client: Any, db: str, doc: dict[str, Any], what: str, where: str) -> None:
+    """A document with large attachments, in a request of its own, its attachments as bytes (see
+    `attachments.multipart`); its `_rev` kept (new_edits false)."""
+    boundary = f"cloudant-cos-backup-{uuid.uuid4().hex}"
+    body = attachments.multipart(doc, boundary)
+    cloudant.call(what, where, lambda: client.put_document(
+        db=db, doc_id=doc["_id"], document=body, content_type=f"multipart/related; boundary={boundary}",
+        new_edits=False).get_result())
 
 
 def _post_bulk_docs(client: Any, db: str, docs: list[dict[str, Any]], new_edits: bool, what: str,
