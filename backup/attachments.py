@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from backup.errors import FormatError
 from backup.format import doc_json
 
 # Members of a server's attachment that describe how it answered, not the attachment: never in a backup.
@@ -92,10 +93,16 @@ def multipart(doc: dict[str, Any], boundary: str) -> bytes:
     described: dict[str, Any] = {}
     for name, attachment in attachments.items():
         if isinstance(attachment, dict) and isinstance(attachment.get("data"), str):
-            data = base64.b64decode(attachment["data"], validate=True)
+            try:
+                data = base64.b64decode(attachment["data"], validate=True)
+            except ValueError:
+                raise FormatError(f"document {doc.get('_id')!r}: the data of its attachment {name!r} is not "
+                                  "base64") from None
             content_type = str(attachment.get("content_type") or "application/octet-stream")
-            described[name] = {**{k: v for k, v in attachment.items() if k != "data"}, "follows": True,
-                               "length": len(data), "content_type": content_type}
+            # No digest: CouchDB checks a `follows` attachment's bytes against it, and the digest it reported of a
+            # compressible type (text, JSON) is of its compressed form, never of these bytes.
+            described[name] = {**{k: v for k, v in attachment.items() if k not in ("data", "digest")},
+                               "follows": True, "length": len(data), "content_type": content_type}
             parts.append((name, content_type, data))
         else:
             described[name] = attachment

@@ -325,6 +325,8 @@ def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None
                     upload.write(line.data, line.mark, line.docs, counts=line.counts)
                 if not stopped:
                     read_check = _check_all_read(client, cp, upload.docs - upload.counts.get("leaves", 0))
+                    # Before the completion: from then on a failure (a signal) must not come between object and manifest.
+                    facts = _database_facts(client, db, info, log)
                     if tracked:
                         store.confirm(cp)  # LeaseLost: another invocation took this backup over meanwhile
                     upload.complete()
@@ -351,7 +353,7 @@ def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None
                 reader.thread.join(timeout=2.0)
 
     return _with_leftovers(_finish(config, s3, store if tracked else None, cp, upload, reader, log, started_at,
-                                   read_check, _database_facts(client, db, info, log)), leftovers)
+                                   read_check, facts), leftovers)
 
 
 @dataclass(frozen=True)

@@ -509,7 +509,13 @@ def attachment(client: CloudantV1, db: str, doc_id: str, rev: str, name: str) ->
             return response.content
         finally:
             response.close()
-    return call(f"reading attachment {name!r} of document {doc_id!r} in '{db}'", where, read)
+    try:
+        return call(f"reading attachment {name!r} of document {doc_id!r} in '{db}'", where, read)
+    except CloudantError as exc:
+        if exc.status != 404:
+            raise
+        raise CloudantError(f"reading attachment {name!r} of document {doc_id!r} in '{db}': gone (404): the document "
+                            "changed while the backup read it; retry the backup", status=404) from None
 
 
 def security(client: CloudantV1, db: str) -> dict[str, Any]:

@@ -4,8 +4,9 @@ A full backup reads winning revisions from `_all_docs` with `conflicts=true`. A 
 attachment stubs (with ATTACHMENTS their data belongs in the backup) or `_conflicts` (every conflicting leaf
 belongs in it, with its `_revisions`, so a restore has the same winner and the same conflicts). Only those
 documents are read again, with a streamed `_bulk_get` per page (revs, attachments, latest), and come out in
-their place among the others, each as the list of its entries in the backup format: winner first, then its
-conflicting leaves. Answers are decoded one at a time as they stream, so memory holds one document's leaves,
+their place among the others, each as the list of its entries in the backup format: its winner and its
+conflicting leaves, in the order the server answers them (pouchdb-server's varies; a restore's winner does not
+depend on it). Answers are decoded one at a time as they stream, so memory holds one document's leaves,
 whatever its attachments weigh; every other document costs nothing more. A document with large attachments
 (INLINE_BYTES) is read with stubs in a second `_bulk_get`, and each attachment then as bytes.
 
@@ -16,6 +17,7 @@ tombstone if it was deleted), not as an error for a revision compaction removed.
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -72,7 +74,9 @@ class Refetch:
         wanted = stubs is not None and self.attachments
         if not conflicts and not wanted:
             return None, stubs is not None
-        large = wanted and self.fetch_attachment is not None and (stubs or 0) >= self.inline_bytes
+        # A design document's attachments always come inline: the SDK refuses a `_design/` id in `GET /db/doc/att`.
+        large = (wanted and self.fetch_attachment is not None and (stubs or 0) >= self.inline_bytes
+                 and not doc["_id"].startswith("_design/"))
         return Needs([doc["_rev"], *conflicts], large), stubs is not None and not self.attachments
 
     def page(self, docs: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, list[bytes], bool]]:
@@ -105,6 +109,7 @@ class Refetch:
         if attachments is None:
             return entry(doc)
         datas: list[bytes] = []
+        place = f"\x00cloudant-cos-backup-attachment-{uuid.uuid4().hex}\x00"  # in no document
         for name, attachment in attachments.items():
             if not isinstance(attachment, dict) or not attachment.get("stub"):
                 continue
@@ -113,24 +118,17 @@ class Refetch:
                 raise CloudantError(f"reading attachment {name!r} of document {doc['_id']!r}: {len(data)} bytes "
                                     f"arrived, its stub says {attachment['length']}; retry the backup")
             attachment.pop("stub")
-            attachment["data"] = _PLACE.format(len(datas))
+            attachment["data"] = place  # stands for the data in the JSON until its base64 is spliced in
             datas.append(base64.b64encode(data))
             del data
-        raw = entry(doc)
-        pieces = raw.split(_PLACE_BYTES)  # piece 0, then each "<n>\"..." after a placeholder, in order
+        # The encoder writes the placeholder's NULs as \u0000; base64 needs no escape inside a JSON string.
+        pieces = entry(doc).split(encode_value(place))
+        if len(pieces) != len(datas) + 1:
+            raise CloudantError(f"document {doc['_id']!r}: its attachments could not be placed in its JSON")
         out = [pieces[0]]
-        for n, piece in enumerate(pieces[1:]):
-            number, _, rest = piece.partition(b'"')
-            if int(number) != n:
-                raise CloudantError(f"document {doc['_id']!r}: its attachments could not be placed in its JSON")
-            out += [b'"', datas[n], b'"', rest]
+        for data, piece in zip(datas, pieces[1:], strict=True):
+            out += [b'"', data, b'"', piece]
         return b"".join(out)
-
-
-# Stands for an attachment's data in a document's JSON until its base64 is spliced in: a string no document holds
-# (a NUL control character, escaped by the encoder as \u0000).
-_PLACE = "\x00cloudant-cos-backup-attachment\x00{}"
-_PLACE_BYTES = b'"\\u0000cloudant-cos-backup-attachment\\u0000'
 
 
 class _Answers:

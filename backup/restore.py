@@ -54,7 +54,8 @@ TOMBSTONES_PER_REQUEST = 500
 DESIGN_DOCS_HELD_BYTES = 64 * 1024 * 1024
 
 
-def _prepare_target(client: Any, db: str, create: bool, allow_non_empty: bool, partitioned: bool, log: Log) -> bool:
+def _prepare_target(client: Any, db: str, create: bool, allow_non_empty: bool, partitioned: bool | None,
+                    log: Log) -> bool:
     """Preflight: the target exists (or is created when asked, partitioned like the backup's database) and is empty
     (unless told otherwise); a partitioned backup needs a partitioned target. True when this run created it.
 
@@ -73,7 +74,7 @@ def _prepare_target(client: Any, db: str, create: bool, allow_non_empty: bool, p
             ) from None
         try:
             cloudant.call(f"creating database '{db}'", where,
-                          lambda: client.put_database(db=db, partitioned=partitioned or None).get_result())
+                          lambda: client.put_database(db=db, partitioned=bool(partitioned) or None).get_result())
         except CloudantError as exc:
             if exc.status != 412:
                 raise
@@ -87,13 +88,17 @@ def _prepare_target(client: Any, db: str, create: bool, allow_non_empty: bool, p
             log.info("target_created", database=db,
                      detail="the create's answer was lost and its retry found the database, empty: taken as ours")
             return True
-        log.info("target_created", database=db, partitioned=partitioned)
+        log.info("target_created", database=db, partitioned=bool(partitioned))
         return True
     if partitioned and not cloudant.is_partitioned(info):
         raise CloudantError(
             f"restoring into '{db}': the backup is of a partitioned database, and '{db}' is not partitioned (a "
             "database cannot become partitioned once created); restore into a new database with CREATE_TARGET=true, "
             "which creates it partitioned")
+    if partitioned is False and cloudant.is_partitioned(info):
+        raise CloudantError(
+            f"restoring into '{db}': '{db}' is partitioned and the backup is of a database that is not: its document "
+            "ids need not be `partition:id`, which a partitioned database refuses; restore into a new database")
     if _used(info) and not allow_non_empty:
         raise DatabaseNotEmptyError(
             f"restoring into '{db}': the target database is not empty ({info.get('doc_count')} documents); "
@@ -124,7 +129,8 @@ def _write_batch(client: Any, db: str, docs: list[dict[str, Any]], number: int, 
     Every run is sent, as one request writes every doc it can; any rejected doc then fails the batch."""
     where = f"{client.service_url}/{db}"
     what = f"restoring batch {number} (lines {lines[0]}-{lines[1]}) into '{db}'"
-    if len(docs) == 1 and docs[0].get("_rev") and attachments.data_bytes(docs[0]) >= MULTIPART_BYTES:
+    if (len(docs) == 1 and docs[0].get("_rev") and not is_design(docs[0])  # the SDK refuses a `_design/` id here
+            and attachments.data_bytes(docs[0]) >= MULTIPART_BYTES):
         _put_multipart(client, db, docs[0], what, where)
         return 1
     failed = [r for new_edits, run in edit_runs(docs) for r in _post_bulk_docs(client, db, run, new_edits, what, where)]
@@ -139,9 +145,10 @@ def _put_multipart(client: Any, db: str, doc: dict[str, Any], what: str, where: 
     `attachments.multipart`); its `_rev` kept (new_edits false)."""
     boundary = f"cloudant-cos-backup-{uuid.uuid4().hex}"
     body = attachments.multipart(doc, boundary)
+    # Never gzipped (CLOUDANT_GZIP): CouchDB reads a multipart body from the socket as it comes, not inflated.
     cloudant.call(what, where, lambda: client.put_document(
         db=db, doc_id=doc["_id"], document=body, content_type=f"multipart/related; boundary={boundary}",
-        new_edits=False).get_result())
+        new_edits=False, headers={"content-encoding": "identity"}).get_result())
 
 
 def _post_bulk_docs(client: Any, db: str, docs: list[dict[str, Any]], new_edits: bool, what: str,
@@ -319,7 +326,7 @@ def _begin(config: Config, client: Any, s3: Any, points: RestorePoints, point: R
         return point, chain
     latest = chain[-1][1]  # the backup restored: its database's properties and permissions are the target's
     created = _prepare_target(client, db, config.create_target, config.allow_non_empty,
-                              bool(latest is not None and latest.partitioned), log)
+                              None if latest is None else latest.partitioned, log)
     point = RestorePoint(database=db, host=config.cloudant.host, requested=config.key,
                          source_db=config.source_db, key=key, chain=[k for k, _ in chain], created=created,
                          started=time.time(), totals=_fresh_totals(),
@@ -437,7 +444,7 @@ def _restore_security(config: Config, client: Any, point: RestorePoint, manifest
     wanted = config.restore_security if config.restore_security is not None else point.created
     if not wanted:
         return False
-    if manifest is None or not manifest.security:
+    if manifest is None or manifest.security is None or not (manifest.security or config.restore_security):
         if config.restore_security:
             log.warning("security_not_restored", database=point.database,
                         detail="the backup holds no permissions (none set, not readable when it was made, or an "
@@ -447,7 +454,8 @@ def _restore_security(config: Config, client: Any, point: RestorePoint, manifest
         cloudant.put_security(client, point.database, manifest.security)
     except CloudantError as exc:
         raise CloudantError(f"{exc} -- every document is restored into '{point.database}', but not its permissions: "
-                            "run the restore again with the same parameters to set them", status=exc.status) from None
+                            f"PUT the `security` object of {point.key}.manifest.json to /{point.database}/_security",
+                            status=exc.status) from None
     log.info("security_restored", database=point.database)
     return True
 
@@ -455,10 +463,11 @@ def _restore_security(config: Config, client: Any, point: RestorePoint, manifest
 def _finished(config: Config, client: Any, points: RestorePoints, point: RestorePoint, manifest: Manifest | None,
               log: Log, started: float) -> dict[str, Any]:
     totals = point.totals
+    # Read before the permissions are set: the restoring credentials may not be among the restored members.
+    held = cloudant.database_info(client, point.database).get("doc_count")
     security_restored = _restore_security(config, client, point, manifest, log)
     if point.invocations:
         points.delete(point)
-    held = cloudant.database_info(client, point.database).get("doc_count")
     seconds = round(time.monotonic() - started, 3)
     result: dict[str, Any] = {
         "ok": True, "complete": True, "operation": "restore", "database": point.database, "bucket": config.cos.bucket,

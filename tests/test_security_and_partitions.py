@@ -319,3 +319,11 @@ def test_a_backup_of_a_database_that_is_not_partitioned_restores_into_one_that_i
     assert puts and all(query.get("partitioned") != ["true"] for query in puts), partitions.sent("PUT", f"/{target}")
     assert not _partitioned(_info(partitions.url, couch, target))
     assert live_docs(couch, target) == live_docs(couch, db)
+
+    # Into an existing partitioned target: refused before anything is written (its ids need not be partition:id).
+    partitioned_target = _new_name()
+    _create(partitions.url, couch, partitioned_target, "?partitioned=true")
+    assert _partitioned(_info(partitions.url, couch, partitioned_target))
+    refused = _restore({**restore_params, "CLOUDANT_URL": partitions.url}, backup.key, partitioned_target)
+    assert "error" in refused and "is partitioned and the backup is of a database that is not" in refused["error"]
+    assert partitions.sent("POST", f"/{partitioned_target}/_bulk_docs") == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 from backup.attachments import data_bytes, stub_bytes, to_backup, to_server
 
@@ -59,3 +60,29 @@ def test_stub_bytes_add_up_the_stubs_lengths_and_data_bytes_the_inline_data() ->
     assert stub_bytes(doc) == 1003
     assert data_bytes(doc) == 4
     assert stub_bytes({"_attachments": {"c": {"data": "YWJj"}}}) is None
+
+
+def test_a_multipart_body_holds_the_json_with_follows_then_each_attachment_as_bytes() -> None:
+    from backup.attachments import multipart
+
+    doc = {"_id": "d", "_rev": "1-a", "_attachments": {
+        'a "q".bin': {"content_type": "x/y", "data": "AP8=", "digest": "md5-of-the-compressed-form", "revpos": 1}}}
+    body = multipart(doc, "B")
+    head, first, end = body.split(b"\r\n--B")
+    assert head.startswith(b"--B\r\nContent-Type: application/json\r\n\r\n")
+    described = json.loads(head.split(b"\r\n\r\n", 1)[1])
+    # No digest: CouchDB would check these bytes against it.
+    assert described["_attachments"] == {'a "q".bin': {"content_type": "x/y", "revpos": 1, "follows": True, "length": 2}}
+    headers, data = first.split(b"\r\n\r\n", 1)
+    assert b'filename="a \\"q\\".bin"' in headers and b"Content-Type: x/y" in headers and data == b"\x00\xff"
+    assert end == b"--\r\n"
+
+
+def test_attachment_data_that_is_not_base64_is_a_format_error() -> None:
+    import pytest
+
+    from backup.attachments import multipart
+    from backup.errors import FormatError
+
+    with pytest.raises(FormatError, match="not base64"):
+        multipart({"_id": "d", "_attachments": {"a": {"data": "not base64!"}}}, "B")

@@ -85,10 +85,13 @@ def test_every_conflicting_leaf_is_read_winner_first() -> None:
 
 
 def test_a_conflicted_document_is_read_again_even_without_attachments_whose_stubs_then_stay() -> None:
-    server = Server()
+    leaves = {("c", rev): [{"_id": "c", "_rev": rev, "_attachments": STUB}] for rev in ("2-c", "2-d", "1-e")}
+    server = Server(leaves)
     doc = {**CONFLICTED, "_attachments": STUB}
     out = _page(Refetch(server.fetch, False), [doc])
     assert out[0][2] is True and len(out[0][1]) == 3
+    assert server.inline == [False]  # read without the attachments' data
+    assert all(entry["_attachments"] == STUB for entry in out[0][1])
 
 
 def test_a_revision_answered_as_its_latest_leaf_once_is_one_entry() -> None:
@@ -144,3 +147,20 @@ def test_an_attachment_shorter_than_its_stub_fails_the_read() -> None:
     refetch = Refetch(Server().fetch, True, lambda doc_id, rev, name: b"ab", inline_bytes=1)
     with pytest.raises(CloudantError, match="2 bytes arrived, its stub says 3"):
         _page(refetch, [WITH_STUB])
+
+
+def test_a_design_documents_large_attachments_come_inline() -> None:
+    """The SDK refuses a `_design/` id in `GET /db/doc/att`."""
+    server = Server()
+    design = {**WITH_STUB, "_id": "_design/b"}
+    refetch = Refetch(server.fetch, True, lambda *_: pytest.fail("read as bytes"), inline_bytes=1)
+    _page(refetch, [design])
+    assert server.inline == [True]
+
+
+def test_a_document_whose_values_look_like_a_placeholder_keeps_them() -> None:
+    odd = "\x00cloudant-cos-backup-attachment\x000"
+    answers = {("b", "1-b"): [{"_id": "b", "_rev": "1-b", "a": odd, "_attachments": {"att": {**STUB["att"]}}}]}
+    refetch = Refetch(Server(answers).fetch, True, lambda *_: b"abc", inline_bytes=1)
+    out = _page(refetch, [WITH_STUB])
+    assert out[0][1][0]["a"] == odd and out[0][1][0]["_attachments"]["att"]["data"] == "YWJj"
