@@ -76,7 +76,7 @@ def test_without_attachments_stubs_stay_and_the_document_is_counted_as_skipped()
     assert server.requests == []
 
 
-def test_every_conflicting_leaf_is_read_winner_first() -> None:
+def test_every_conflicting_leaf_is_asked_for_winner_first() -> None:
     server = Server()
     out = _page(Refetch(server.fetch, True), [CONFLICTED, PLAIN])
     assert [e["_rev"] for e in out[0][1]] == ["2-c", "2-d", "1-e"]
