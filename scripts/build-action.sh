@@ -32,12 +32,28 @@ if sys.version_info[:2] != (3, 11) or sys.platform != "linux" or platform.machin
     sys.exit(f"build-action: the virtualenv must match python:3.11 on linux x86_64; this is {found}")
 EOF
 
+# The virtualenv tool (python -m venv lacks the activate_this.py the runtime needs): the interpreter's, the one on
+# PATH, the repository's .venv (scripts/setup.sh), or else installed here, at its pinned version, into a private
+# venv kept beside the output (dist/.build-tools), so a fresh CI runner needs nothing but Python 3.11.
 if "$python" -m virtualenv --version >/dev/null 2>&1; then
   virtualenv=("$python" -m virtualenv)
 elif command -v virtualenv >/dev/null 2>&1; then
   virtualenv=(virtualenv --python "$python")
+elif [ -x "$root/.venv/bin/python" ] && "$root/.venv/bin/python" -m virtualenv --version >/dev/null 2>&1; then
+  virtualenv=("$root/.venv/bin/python" -m virtualenv --python "$python")
 else
-  die "the virtualenv tool is missing (python -m venv lacks the activate_this.py the runtime needs): pip install virtualenv"
+  tools=$(dirname "$out")/.build-tools
+  pin=$(grep -E '^virtualenv==' "$root/requirements-dev.txt" || true)
+  [ -n "$pin" ] || die "no virtualenv pin in requirements-dev.txt"
+  if ! "$tools/bin/python" -m virtualenv --version >/dev/null 2>&1; then
+    printf 'build-action: installing %s into %s (the virtualenv tool is not installed)\n' "$pin" "$tools" >&2
+    rm -rf "$tools"
+    "$python" -m venv "$tools" \
+      || die "$python -m venv failed (Debian/Ubuntu: apt-get install python3.11-venv), or pip install virtualenv"
+    "$tools/bin/python" -m pip install --quiet --disable-pip-version-check "$pin" \
+      || die "installing $pin failed (is the package index reachable?), or pip install virtualenv"
+  fi
+  virtualenv=("$tools/bin/python" -m virtualenv --python "$python")
 fi
 
 # A fixed build directory: pip writes its path into RECORD files, so a fixed one keeps the zip reproducible.

@@ -49,6 +49,29 @@ def action_zip(tmp_path_factory: pytest.TempPathFactory, runtime_python: str) ->
     return out
 
 
+def test_the_action_zip_builds_where_the_virtualenv_tool_is_not_installed(runtime_python: str, tmp_path: Path,
+                                                                         action_zip: Path) -> None:
+    """A fresh CI runner has Python 3.11 and nothing else (issue 16, point 6): the build installs the pinned
+    virtualenv into a private venv itself. The repository is copied without its .venv, PATH holds no virtualenv."""
+    probe = subprocess.run([runtime_python, "-m", "virtualenv", "--version"], capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip(f"{runtime_python} has the virtualenv module: nothing to install")
+    repo = tmp_path / "repo"
+    for name in ("scripts", "backup"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("__main__.py", "requirements.txt", "requirements-dev.txt"):
+        shutil.copy2(ROOT / name, repo / name)
+    path = ":".join(p for p in os.environ.get("PATH", "").split(":")
+                    if p and not (Path(p) / "virtualenv").exists())
+    out = repo / "dist" / "action.zip"
+    build = subprocess.run([str(repo / "scripts" / "build-action.sh"), str(out)], capture_output=True, text=True,
+                           timeout=600, env={**os.environ, "PATH": path, "PYTHON": runtime_python})
+    assert build.returncode == 0, build.stderr
+    assert "installing virtualenv==" in build.stderr and (repo / "dist" / ".build-tools" / "bin" / "python").exists()
+    with zipfile.ZipFile(out) as built, zipfile.ZipFile(action_zip) as usual:
+        assert sorted(built.namelist()) == sorted(usual.namelist())  # the same package as a build with the tool
+
+
 @pytest.fixture
 def runtime(action_zip: Path, runtime_python: str, tmp_path: Path) -> Iterator[ActionRuntime]:
     with ActionRuntime(action_zip, tmp_path / "container", python=runtime_python) as container:
