@@ -35,23 +35,34 @@ def _q(name: str) -> str:
     return requests.utils.quote(name, safe="")
 
 
+def _attach(couch: Any, db: str, path: str, rev: str, name: str, data: bytes, content_type: str) -> str:
+    """Put one attachment on the document at `path` (its URL path in `db`); returns the new revision."""
+    r = requests.put(f"{couch.url}/{db}/{path}/{_q(name)}", params={"rev": rev}, data=data,
+                     headers={"Content-Type": content_type}, auth=_auth(couch), timeout=60)
+    assert r.status_code == 201, r.text
+    return r.json()["rev"]
+
+
+def _round_trip(couch: Any, seaweed: Any, bucket: str, db: str, restore_url: str | None = None) -> tuple[str, dict]:
+    """Back `db` up, restore it into a new database (through `restore_url` if given); (target, restore result)."""
+    params = {**couch_params(couch, db), **cos_params(seaweed, bucket)}
+    backup, _ = run_main(params)
+    assert backup.get("ok") and backup["complete"], backup
+    target = f"{db}-r"
+    restored, _ = run_main({**params, "CLOUDANT_URL": restore_url or couch.url, "CLOUDANT_DB": target,
+                            "OPERATION": "restore", "COS_KEY": backup["key"], "CREATE_TARGET": "true"})
+    assert restored.get("ok"), restored
+    return target, restored
+
+
 def test_a_document_with_large_attachments_is_restored_alone_as_multipart_with_every_attachment_exact(
         couch, seaweed, bucket, db_name, couch_proxy):
     load_docs(couch, db_name, [{"_id": f"plain-{i}", "i": i} for i in range(30)])
     rev = requests.put(f"{couch.url}/{db_name}/big", json={"v": 1}, auth=_auth(couch), timeout=30).json()["rev"]
     for name, (data, content_type) in NAMES.items():
-        r = requests.put(f"{couch.url}/{db_name}/big/{_q(name)}", params={"rev": rev}, data=data,
-                         headers={"Content-Type": content_type}, auth=_auth(couch), timeout=60)
-        assert r.status_code == 201, r.text
-        rev = r.json()["rev"]
-    params = {**couch_params(couch, db_name), **cos_params(seaweed, bucket)}
-    backup, _ = run_main(params)
-    assert backup.get("ok") and backup["complete"], backup
-
-    target = f"{db_name}-r"
-    restored, _ = run_main({**params, "CLOUDANT_URL": couch_proxy.url, "CLOUDANT_DB": target, "OPERATION": "restore",
-                            "COS_KEY": backup["key"], "CREATE_TARGET": "true"})
-    assert restored.get("ok") and restored["docs"] == 31, restored
+        rev = _attach(couch, db_name, "big", rev, name, data, content_type)
+    target, restored = _round_trip(couch, seaweed, bucket, db_name, couch_proxy.url)
+    assert restored["docs"] == 31, restored
     puts = [path for _, method, path, _ in couch_proxy.events if method == "PUT" and path.split("?")[0].endswith("/big")]
     assert len(puts) == 1 and "new_edits=false" in puts[0], couch_proxy.events
     source = requests.get(f"{couch.url}/{db_name}/big", auth=_auth(couch), timeout=30).json()
@@ -69,37 +80,21 @@ def test_a_design_document_with_large_attachments_backs_up_and_restores_exactly(
     design document's attachments come inline however large, and it is restored with `_bulk_docs`."""
     load_docs(couch, db_name, [{"_id": "_design/app", "views": {}}])
     rev = requests.get(f"{couch.url}/{db_name}/_design/app", auth=_auth(couch), timeout=30).json()["_rev"]
-    r = requests.put(f"{couch.url}/{db_name}/_design/app/bundle.js", params={"rev": rev}, data=BIG,
-                     headers={"Content-Type": "application/octet-stream"}, auth=_auth(couch), timeout=60)
-    assert r.status_code == 201, r.text
-    params = {**couch_params(couch, db_name), **cos_params(seaweed, bucket)}
-    backup, _ = run_main(params)
-    assert backup.get("ok") and backup["complete"], backup
-    target = f"{db_name}-r"
-    restored, _ = run_main({**params, "CLOUDANT_DB": target, "OPERATION": "restore", "COS_KEY": backup["key"],
-                            "CREATE_TARGET": "true"})
-    assert restored.get("ok") and restored["docs"] == 1, restored
+    _attach(couch, db_name, "_design/app", rev, "bundle.js", BIG, "application/octet-stream")
+    target, restored = _round_trip(couch, seaweed, bucket, db_name)
+    assert restored["docs"] == 1, restored
     r = requests.get(f"{couch.url}/{target}/_design/app/bundle.js", auth=_auth(couch), timeout=60)
     assert r.status_code == 200 and r.content == BIG
 
 
-def test_a_document_holding_the_placeholder_text_keeps_it_and_its_attachment(couch, seaweed, bucket, db_name,
-                                                                            s3_client):
+def test_a_document_holding_the_placeholder_text_keeps_it_and_its_attachment(couch, seaweed, bucket, db_name):
     """Attachments read as bytes are spliced into the document's JSON at placeholders: a document whose own values
     look like one keeps them, and its attachment lands where it belongs."""
     tricky = "\x00cloudant-cos-backup-attachment\x000"
-    rev = requests.put(f"{couch.url}/{db_name}", auth=_auth(couch), timeout=30) and requests.put(
-        f"{couch.url}/{db_name}/odd", json={"a": tricky, "b": tricky + "x"}, auth=_auth(couch), timeout=30).json()["rev"]
-    r = requests.put(f"{couch.url}/{db_name}/odd/big.bin", params={"rev": rev}, data=BIG,
-                     headers={"Content-Type": "application/octet-stream"}, auth=_auth(couch), timeout=60)
-    assert r.status_code == 201, r.text
-    params = {**couch_params(couch, db_name), **cos_params(seaweed, bucket)}
-    backup, _ = run_main(params)
-    assert backup.get("ok") and backup["complete"], backup
-    target = f"{db_name}-r"
-    restored, _ = run_main({**params, "CLOUDANT_DB": target, "OPERATION": "restore", "COS_KEY": backup["key"],
-                            "CREATE_TARGET": "true"})
-    assert restored.get("ok"), restored
+    load_docs(couch, db_name, [{"_id": "odd", "a": tricky, "b": tricky + "x"}])
+    rev = requests.get(f"{couch.url}/{db_name}/odd", auth=_auth(couch), timeout=30).json()["_rev"]
+    _attach(couch, db_name, "odd", rev, "big.bin", BIG, "application/octet-stream")
+    target, _ = _round_trip(couch, seaweed, bucket, db_name)
     copy = requests.get(f"{couch.url}/{target}/odd", auth=_auth(couch), timeout=30).json()
     assert (copy["a"], copy["b"]) == (tricky, tricky + "x")
     assert requests.get(f"{couch.url}/{target}/odd/big.bin", auth=_auth(couch), timeout=60).content == BIG
