@@ -26,7 +26,9 @@ _DB_NAME_MAX = 238
 SYSTEM_DBS = ("_users", "_replicator", "_global_changes")
 # A scheme at the very start of a value: what may be echoed before a masked userinfo.
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-OPERATIONS = ("backup", "restore", "list", "verify")
+OPERATIONS = ("backup", "restore", "list", "verify", "drill", "status")
+# Where a notification may be sent: https, or http only on this machine (a test's receiver).
+NOTIFY_ON = ("failure", "always")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,10 @@ TUNABLES = (
             "backup, then the next backup is full (0: never)"),
     Tunable("LIST_LIMIT", 1000, 1, 1_000_000, "list: at most N backups in the result, newest first (an action's result "
             "must stay under 1 MB)"),
+    Tunable("MAX_AGE_HOURS", 26, 1, 24 * 365, "status: a database whose newest complete backup is older than this "
+            "(or that has none) is stale"),
+    Tunable("DRILL_SAMPLE", 100, 0, 100_000, "drill: how many documents of the backup to compare with the live "
+            "source too (those unchanged since the backup must be equal; 0: none)"),
 )
 BACKUP_MODES = ("full", "incremental")
 # Parameters that carry no secret: the only ones passed on when the action invokes itself (continuing a
@@ -67,7 +73,7 @@ BACKUP_MODES = ("full", "incremental")
 # IAM_TOKEN_URL: the IAM API keys are sent to it, so it never travels in a payload.
 PUBLIC_PARAMS = (
     "OPERATION", "BACKUP_MODE", "COS_PREFIX", "COS_BUCKET", "COS_ENDPOINT", "CONTINUE_ASYNC",
-    "CLOUDANT_GZIP", "ATTACHMENTS", "RESTORE_SECURITY",
+    "CLOUDANT_GZIP", "ATTACHMENTS", "RESTORE_SECURITY", "NOTIFY_ON",
     "INCLUDE_SYSTEM_DBS", "DISABLE_TLS_VERIFY", *(t.name for t in TUNABLES),
 )
 # Every parameter this tool reads (tests/unit/test_typos.py checks that load_config reads no other). Any other name
@@ -77,10 +83,10 @@ PARAMETERS = (
     "CLOUDANT_GZIP", "COS_ENDPOINT", "COS_BUCKET", "COS_API_KEY", "COS_SERVICE_INSTANCE_ID", "COS_ACCESS_KEY_ID",
     "COS_SECRET_ACCESS_KEY", "COS_PREFIX", "COS_KEY", "IAM_TOKEN_URL", "DISABLE_TLS_VERIFY", "SOURCE_DB", "SOURCE_URL",
     "CREATE_TARGET", "ALLOW_NON_EMPTY_TARGET", "BACKUP_MODE", "CONTINUE_ASYNC", "CONTINUE_HOP", "INCLUDE_SYSTEM_DBS",
-    "ATTACHMENTS", "RESTORE_SECURITY", *(t.name for t in TUNABLES),
+    "ATTACHMENTS", "RESTORE_SECURITY", "DRILL_DB", "NOTIFY_URL", "NOTIFY_ON", *(t.name for t in TUNABLES),
 )
 # An unknown name with one of these prefixes is meant for us, whatever else it says.
-OUR_PREFIXES = ("CLOUDANT_", "COS_", "BACKUP_", "RESTORE_", "KEEP_", "FULL_")
+OUR_PREFIXES = ("CLOUDANT_", "COS_", "BACKUP_", "RESTORE_", "KEEP_", "FULL_", "DRILL_", "NOTIFY_")
 # ...and so is one this close to a parameter's name (insertions, deletions, substitutions, swaps).
 TYPO_DISTANCE = 2
 
@@ -116,6 +122,12 @@ class CosConfig:
 
 
 @dataclass(frozen=True)
+class Notify:
+    url: Secret  # a webhook URL carries its token in its path (Slack's do): masked like a password
+    always: bool = False  # NOTIFY_ON=always: every run's result, not only failures
+
+
+@dataclass(frozen=True)
 class Config:
     operation: str
     db: str | None
@@ -136,6 +148,8 @@ class Config:
     # RESTORE_SECURITY: give the target the backup's `_security`; None (unset): only to a target the restore created
     restore_security: bool | None = None
     hop: int = 0  # CONTINUE_HOP: how many times this backup already re-invoked itself
+    drill_db: str | None = None  # DRILL_DB: the scratch database a drill restores into (None: a name made up)
+    notify: Notify | None = None  # NOTIFY_URL / NOTIFY_ON
     public_params: dict[str, Any] = field(default_factory=dict)  # PUBLIC_PARAMS as given
     # What the run should say before it starts (log and result): probable typos, an anonymous connection.
     warnings: tuple[str, ...] = ()
@@ -514,11 +528,11 @@ def load_config(args: Mapping[str, Any]) -> Config:
             p.add(f"IAM_TOKEN_URL must use https:// (http:// only on a loopback host: 127.0.0.1, ::1 or localhost), "
                   f"got {_without_userinfo(token_url)!r}")
     verify_tls = not p.flag("DISABLE_TLS_VERIFY")
-    needs_db = operation in ("backup", "restore")
+    needs_db = operation in ("backup", "restore", "drill")
     db = p.text("CLOUDANT_DB", required=needs_db)
     dbs: tuple[str, ...] | None = None
     many = False
-    if db is not None and operation == "backup" and (db == "*" or "," in db):
+    if db is not None and operation in ("backup", "status") and (db == "*" or "," in db):
         many = True
         if db != "*":
             dbs = tuple(name.strip() for name in db.split(",") if name.strip())
@@ -535,8 +549,16 @@ def load_config(args: Mapping[str, Any]) -> Config:
         p.add("COS_KEY latest needs SOURCE_DB (or CLOUDANT_DB) to say whose backups")
     if operation == "restore" and key == "latest" and not source_db:
         p.add("COS_KEY latest needs SOURCE_DB: the database whose newest backup to restore")
-    cloudant = _cloudant(p, verify_tls, token_url) if needs_db else None
-    source_host = _source_host(p, cloudant) if not (needs_db and cloudant is None) else None
+    drill_db = p.text("DRILL_DB")
+    if drill_db is not None and (problem := check_db_name(drill_db, "DRILL_DB", system=False)):
+        p.add(problem)
+    elif drill_db is not None and drill_db == db and operation == "drill":
+        p.add(f"DRILL_DB must not be CLOUDANT_DB ({db!r}): a drill restores into a new scratch database and "
+              "deletes it afterwards, it never writes into the source")
+    # status of every database of the account ("*") asks Cloudant for their names; of named ones, only COS
+    needs_cloudant = needs_db or (operation == "status" and db == "*")
+    cloudant = _cloudant(p, verify_tls, token_url) if needs_cloudant else None
+    source_host = _source_host(p, cloudant) if not (needs_cloudant and cloudant is None) else None
     cos = _cos(p, verify_tls, token_url)
     tuning = {t.name: p.integer(t) for t in TUNABLES}
     budget, margin = tuning["TIME_BUDGET"], tuning["SAFETY_MARGIN"]
@@ -553,10 +575,11 @@ def load_config(args: Mapping[str, Any]) -> Config:
     allow_non_empty = p.flag("ALLOW_NON_EMPTY_TARGET")
     attachments = p.optional_flag("ATTACHMENTS", True)
     restore_security = p.optional_flag("RESTORE_SECURITY")
+    notify = notify_of(args, p)
     warnings = unknown_parameters(args)
     if p.items:
         raise ConfigError("invalid parameters: " + "; ".join(p.items + warnings))  # a typo may be why
-    assert cos is not None and (cloudant is not None or not needs_db)
+    assert cos is not None and (cloudant is not None or not needs_cloudant)
     if cloudant is not None and cloudant.auth == "none":
         warnings.append("no Cloudant credentials (CLOUDANT_IAM_KEY, CLOUDANT_USERNAME + CLOUDANT_PASSWORD, or "
                         "user:password in CLOUDANT_URL): connecting anonymously")
@@ -564,7 +587,35 @@ def load_config(args: Mapping[str, Any]) -> Config:
         operation=operation, db=db, cloudant=cloudant, cos=cos, tuning=tuning, key=key, source_db=source_db,
         source_host=source_host, create_target=create_target, allow_non_empty=allow_non_empty, mode=mode, dbs=dbs, many=many,
         include_system_dbs=include_system_dbs, continue_async=continue_async, hop=hop,
-        attachments=bool(attachments), restore_security=restore_security,
+        attachments=bool(attachments), restore_security=restore_security, drill_db=drill_db, notify=notify,
         public_params={name: args[name] for name in PUBLIC_PARAMS if args.get(name) is not None},
         warnings=tuple(warnings),
     )
+
+
+def notify_of(args: Mapping[str, Any], p: _Problems | None = None) -> Notify | None:
+    """NOTIFY_URL and NOTIFY_ON checked on their own: a run whose other parameters are wrong still tells the
+    webhook so (its problems go to `p`, when given). None: no notification (unset, or not valid)."""
+    p = p if p is not None else _Problems(args)
+    before = len(p.items)
+    raw = p.text("NOTIFY_URL")
+    on = (p.text("NOTIFY_ON") or "failure").lower()
+    if on not in NOTIFY_ON:
+        p.add(f"NOTIFY_ON must be failure or always, got {args.get('NOTIFY_ON')!r}")
+    if raw is None:
+        return None
+    register(raw)  # the whole URL is the secret: a webhook's token is in its path
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        p.add("NOTIFY_URL is not a valid URL")
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        p.add("NOTIFY_URL must be an https:// URL (http:// only on a loopback host)")
+    elif parts.scheme == "http" and not _is_loopback(parts.hostname):
+        # The result (and the URL's own token) would cross the network in clear text.
+        p.add("NOTIFY_URL must use https:// (http:// only on a loopback host: 127.0.0.1, ::1 or localhost)")
+    if len(p.items) > before:
+        return None
+    return Notify(Secret(raw), always=on == "always")
