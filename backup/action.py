@@ -5,11 +5,12 @@ bare traceback, and every text that leaves passes through `redact`.
 
 from __future__ import annotations
 
+import importlib
 import traceback
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
-from backup import interrupt
+from backup import interrupt, notify
 from backup.config import Config, load_config
 from backup.errors import BackupError
 from backup.log import Log
@@ -17,14 +18,15 @@ from backup.memory import return_large_buffers
 from backup.openwhisk import register_api_key
 from backup.redaction import IDENTIFIERS, redact, redact_all
 
+# Each operation's module, imported only when it runs (start-up time is part of every invocation).
+OPERATIONS = {"backup": "backup.backup:run_backup", "restore": "backup.restore:run_restore",
+              "list": "backup.listing:run_list", "verify": "backup.verify:run_verify",
+              "drill": "backup.drill:run_drill", "status": "backup.status:run_status"}
 
-def _operations() -> dict[str, Callable[[Config, Log], dict[str, Any]]]:
-    from backup.backup import run_backup
-    from backup.listing import run_list
-    from backup.restore import run_restore
-    from backup.verify import run_verify
 
-    return {"backup": run_backup, "restore": run_restore, "list": run_list, "verify": run_verify}
+def _operation(name: str) -> Callable[[Config, Log], dict[str, Any]]:
+    module, _, function = OPERATIONS[name].partition(":")
+    return cast(Callable[[Config, Log], dict[str, Any]], getattr(importlib.import_module(module), function))
 
 
 def run(args: Mapping[str, Any], log: Log) -> dict[str, Any]:
@@ -37,7 +39,7 @@ def run(args: Mapping[str, Any], log: Log) -> dict[str, Any]:
         log.warning("config_warning", warning=warning)
     return_large_buffers()
     with interrupt.interruptible():
-        return with_warnings(_operations()[config.operation](config, log), config)
+        return with_warnings(_operation(config.operation)(config, log), config)
 
 
 def with_warnings(result: dict[str, Any], config: Config) -> dict[str, Any]:
@@ -47,15 +49,23 @@ def with_warnings(result: dict[str, Any], config: Config) -> dict[str, Any]:
     return result
 
 
-def main(args: Mapping[str, Any], log: Log | None = None) -> dict[str, Any]:
-    log = log or Log()
+def answer(args: Mapping[str, Any], log: Log) -> tuple[dict[str, Any], BackupError | None]:
+    """Run one operation and map every outcome to a redacted result (and the typed error, if one ended it); then
+    notify (NOTIFY_URL), which never changes the outcome."""
+    failure: BackupError | None = None
     try:
-        return redact_all(run(args, log), IDENTIFIERS)  # a result holds error texts too (a fan-out's failures)
+        result = redact_all(run(args, log), IDENTIFIERS)  # a result holds error texts too (a fan-out's failures)
     except BackupError as exc:
-        message = redact(str(exc))
+        failure, message = exc, redact(str(exc))
         log.error("failed", kind=exc.kind, error=message)
-        return {"error": message, "kind": exc.kind}
+        result = {"error": message, "kind": exc.kind}
     except Exception as exc:  # noqa: BLE001 - the boundary: an unexpected bug still gets a clear, redacted message
         message = redact(f"unexpected {type(exc).__name__}: {exc}")
         log.error("crashed", error=message, traceback=redact(traceback.format_exc()))
-        return {"error": message, "kind": "internal"}
+        result = {"error": message, "kind": "internal"}
+    notify.after_run(args, result, log)
+    return result, failure
+
+
+def main(args: Mapping[str, Any], log: Log | None = None) -> dict[str, Any]:
+    return answer(args, log or Log())[0]

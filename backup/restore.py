@@ -310,7 +310,7 @@ def _begin(config: Config, client: Any, s3: Any, points: RestorePoints, point: R
         assert config.source_db is not None
         key = latest_key(s3, bucket, config.cos.prefix, config.source_db, config.source_host)
     if not cos.exists(s3, bucket, key):
-        raise CosError(f"restoring {cos.where(bucket, key)}: no such object; see `python -m backup list`")
+        raise CosError(f"restoring {cos.where(bucket, key)}: no such object; see `cloudant-cos-backup list` (or `python -m backup list`)")
     try:
         chain = chain_for(s3, bucket, key)
     except FormatError as exc:

@@ -135,7 +135,7 @@ BAD_INPUTS = [
                  "COS credentials are missing: give COS_API_KEY + COS_SERVICE_INSTANCE_ID or "
                  "COS_ACCESS_KEY_ID + COS_SECRET_ACCESS_KEY", id="cos-no-credentials"),
     # operation
-    pytest.param({"OPERATION": "delete"}, "OPERATION must be one of backup, restore, list, verify, got 'delete'",
+    pytest.param({"OPERATION": "delete"}, "OPERATION must be one of backup, restore, list, verify, drill, status, got 'delete'",
                  id="operation-unknown"),
     # database names
     pytest.param({"CLOUDANT_DB": "Orders"}, "CLOUDANT_DB 'Orders' is not a valid database name: it must start with "

@@ -115,7 +115,7 @@ def test_a_backup_without_cloudant_credentials_says_once_that_it_connects_anonym
 
 
 def test_the_action_puts_the_warnings_in_its_result_and_its_log(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(action, "_operations", lambda: {"backup": lambda cfg, log: {"ok": True, "operation": "backup"}})
+    monkeypatch.setattr(action, "_operation", lambda name: lambda cfg, log: {"ok": True, "operation": "backup"})
     stream = io.StringIO()
     anonymous = {k: v for k, v in BASE.items() if k not in ("CLOUDANT_USERNAME", "CLOUDANT_PASSWORD")}
     result = action.main({**anonymous, "KEEP_LST": 3, "__ow_headers": {"x": "y"}}, log=Log(stream))
@@ -128,7 +128,7 @@ def test_the_action_puts_the_warnings_in_its_result_and_its_log(monkeypatch: pyt
 
 
 def test_a_clean_run_has_no_warnings_field(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(action, "_operations", lambda: {"backup": lambda cfg, log: {"ok": True}})
+    monkeypatch.setattr(action, "_operation", lambda name: lambda cfg, log: {"ok": True})
     stream = io.StringIO()
     assert action.main(dict(BASE), log=Log(stream)) == {"ok": True}
     assert '"warning"' not in stream.getvalue()
@@ -140,14 +140,14 @@ def test_from_a_shell_only_names_like_ours_are_considered(monkeypatch: pytest.Mo
 
     seen: dict[str, Any] = {}
 
-    def fake_run(args: dict[str, Any], log: Log) -> dict[str, Any]:
+    def fake_answer(args: dict[str, Any], log: Log) -> Any:
         seen.update(args)
-        return action.run(args, log)
+        return action.answer(args, log)
 
-    monkeypatch.setattr(cli, "run", fake_run)
-    monkeypatch.setattr(action, "_operations", lambda: {"list": lambda cfg, log: {"ok": True, "operation": "list"}})
+    monkeypatch.setattr(cli, "answer", fake_answer)
+    monkeypatch.setattr(action, "_operation", lambda name: lambda cfg, log: {"ok": True, "operation": "list"})
     for name in list(__import__("os").environ):
-        if name.startswith(("CLOUDANT_", "COS_", "BACKUP_", "RESTORE_", "KEEP_", "FULL_")):
+        if name.startswith(("CLOUDANT_", "COS_", "BACKUP_", "RESTORE_", "KEEP_", "FULL_", "DRILL_", "NOTIFY_")):
             monkeypatch.delenv(name)
     environment = {"PATH": "/usr/bin", "HOME": "/home/me", "SOURCE_DIRECTORY": "/src", "EDITOR": "vi",
                    "COS_ENDPOINT": BASE["COS_ENDPOINT"], "COS_BUCKET": "b-1", "COS_ACCESS_KEY_ID": "AKID",
