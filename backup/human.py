@@ -12,7 +12,7 @@ def size(n: Any) -> str:
         return "-"
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
+        if round(value, 1) < 1024 or unit == "TiB":  # 1,048,575 B is "1.0 MiB", not "1024.0 KiB"
             return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
@@ -57,13 +57,14 @@ def _status(r: dict[str, Any]) -> str:
     text = table(("DATABASE", "NEWEST", "AGE (H)", "KIND", "CHAIN", "DOCS", "SIZE", "STATUS"), rows) if rows else \
         "no databases"
     stale = r.get("stale") or []
-    verdict = f"{len(stale)} of {len(rows)} stale" if stale else f"all {len(rows)} fresh"
+    total = r.get("count", len(rows))  # every database checked (the rows shown may be fewer)
+    verdict = f"{r.get('stale_count', len(stale))} of {total} stale" if stale else f"all {total} fresh"
     return f"{text}\n{verdict} (newest complete backup at most {r.get('max_age_hours')} hours old)"
 
 
 def _backup(r: dict[str, Any]) -> str:
     if "databases" in r:  # a fan-out: one line per database
-        rows = [(o.get("database"), o.get("kind"), _count(o.get("docs")), size(o.get("bytes")),
+        rows = [(o.get("database"), None if "error" in o else o.get("kind"), _count(o.get("docs")), size(o.get("bytes")),
                  o.get("error") or ("done" if o.get("complete") else o.get("activation_id") or "continues"))
                 for o in r["databases"]]
         return table(("DATABASE", "KIND", "DOCS", "SIZE", "OUTCOME"), rows)

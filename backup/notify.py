@@ -33,7 +33,9 @@ def summary(result: Mapping[str, Any], operation: str) -> str:
     what = f"{operation} of {database}" if database else operation
     if failed(result):
         return f"cloudant-cos-backup: {what} FAILED: {result.get('error') or 'ok is false'}"
-    facts = [f"{result[name]} {name}" for name in ("docs", "count") if isinstance(result.get(name), int)]
+    facts = [f"{result['docs']} docs"] if isinstance(result.get("docs"), int) else []
+    if isinstance(result.get("count"), int):
+        facts.append(f"{result['count']} " + ("backups" if operation == "list" else "databases"))
     if result.get("complete") is False:
         facts.append("checkpointed, continues in the next invocation")
     return f"cloudant-cos-backup: {what} ok" + (f" ({', '.join(facts)})" if facts else "")
@@ -57,8 +59,9 @@ def send(target: Notify, result: Mapping[str, Any], operation: str, log: Log) ->
         # No redirects: a receiver must not send the result (or the URL's token) somewhere else.
         response = requests.post(target.url.reveal(), json=body, timeout=TIMEOUT, allow_redirects=False)
     except requests.RequestException as exc:
-        log.warning("notify_failed", error=redact(f"{type(exc).__name__}: {exc}"),
-                    detail="the run's outcome is unchanged")
+        # Not the exception's text: urllib3's quotes the request's path ("... with url: /hooks/<token>"), and
+        # only the whole URL is a registered secret.
+        log.warning("notify_failed", error=type(exc).__name__, detail="the run's outcome is unchanged")
         return False
     if not 200 <= response.status_code < 300:
         log.warning("notify_failed", status=response.status_code, detail="the receiver refused the notification; "

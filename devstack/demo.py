@@ -11,35 +11,57 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from urllib.parse import quote
 
-import ibm_boto3
+from ibm_botocore.exceptions import ClientError
 
 from backup.action import main
 from backup.log import Log
-from devstack import LocalStack
+from devstack import LocalStack, PouchServer, SeaweedS3
 
 ANIMALS = ["aardvark", "badger", "cat", "dog", "elephant", "fox", "giraffe", "hippo", "ibis", "jaguar"]
+SAMPLE_DB, BUCKET = "animals", "backups"
+
+
+def load_sample(couch: PouchServer, db: str, docs: int) -> bool:
+    """Create ``db`` holding ``docs`` sample documents; False (and nothing written) if it exists already."""
+    if couch.http.head(f"{couch.url}/{quote(db, safe='')}", timeout=30).status_code == 200:
+        return False
+    couch.create_db(db)
+    couch.bulk_docs(db, (
+        {"_id": f"{ANIMALS[i % len(ANIMALS)]}-{i:06d}", "name": ANIMALS[i % len(ANIMALS)], "legs": 4 - (i % 3 == 0) * 2,
+         "notes": "sample document for the cloudant-cos-backup demo"}
+        for i in range(docs)
+    ))
+    return True
+
+
+def create_bucket(s3: SeaweedS3, bucket: str) -> None:
+    """Create ``bucket`` unless this server already has it (a kept data directory)."""
+    try:
+        s3.client().create_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+
+
+def stack_params(stack: LocalStack, bucket: str) -> dict[str, str]:
+    """The parameters (environment variables) that point the tool at ``stack`` and ``bucket``."""
+    assert stack.couch.admin is not None  # LocalStack always makes one
+    return {
+        "CLOUDANT_URL": stack.couch.url,
+        "CLOUDANT_USERNAME": stack.couch.admin[0], "CLOUDANT_PASSWORD": stack.couch.admin[1],
+        "COS_ENDPOINT": stack.s3.endpoint, "COS_BUCKET": bucket,
+        "COS_ACCESS_KEY_ID": stack.s3.access_key, "COS_SECRET_ACCESS_KEY": stack.s3.secret_key,
+    }
 
 
 def run(docs: int) -> int:
     log = Log(stream=sys.stderr)
     with LocalStack() as stack:
-        db, bucket = "animals", "backups"
-        stack.couch.create_db(db)
-        stack.couch.bulk_docs(db, [
-            {"_id": f"{ANIMALS[i % len(ANIMALS)]}-{i:06d}", "name": ANIMALS[i % len(ANIMALS)], "legs": 4 - (i % 3 == 0) * 2,
-             "notes": "sample document for the cloudant-cos-backup demo"}
-            for i in range(docs)
-        ])
-        ibm_boto3.client("s3", endpoint_url=stack.s3.endpoint, aws_access_key_id=stack.s3.access_key,
-                         aws_secret_access_key=stack.s3.secret_key).create_bucket(Bucket=bucket)
-        assert stack.couch.admin is not None  # LocalStack always makes one
-        params = {
-            "CLOUDANT_URL": stack.couch.url, "CLOUDANT_DB": db,
-            "CLOUDANT_USERNAME": stack.couch.admin[0], "CLOUDANT_PASSWORD": stack.couch.admin[1],
-            "COS_ENDPOINT": stack.s3.endpoint, "COS_BUCKET": bucket,
-            "COS_ACCESS_KEY_ID": stack.s3.access_key, "COS_SECRET_ACCESS_KEY": stack.s3.secret_key,
-        }
+        load_sample(stack.couch, SAMPLE_DB, docs)
+        create_bucket(stack.s3, BUCKET)
+        params = {**stack_params(stack, BUCKET), "CLOUDANT_DB": SAMPLE_DB}
         result = main(params, log=log)
         if "error" in result:
             print(json.dumps(result))

@@ -211,6 +211,11 @@ class _ServerProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the process is gone (negative: killed by that signal), else None."""
+        return self._proc.poll() if self._proc is not None else None
+
     def start(self) -> Self:
         """Start the server and wait until it answers; returns self. No-op if already running."""
         if self.running:
@@ -474,11 +479,14 @@ class SeaweedS3(_ServerProcess):
         *,
         access_key: str | None = None,
         secret_key: str | None = None,
+        port: int | None = None,
     ) -> None:
         super().__init__(workdir)
         self.access_key = access_key or "DEVSTACK" + secrets.token_hex(6).upper()
         self.secret_key = secret_key or secrets.token_urlsafe(30)
         self.ports = {kind: free_port() for kind in self._KINDS}
+        if port:
+            self.ports["s3"] = port  # the S3 gateway's; the internal ones stay free ports
         self.grpc_ports = {kind: free_port() for kind in self._KINDS}
         self.data_dir = self.workdir / "data"
         self.config_path = self.workdir / "s3.json"
@@ -1175,14 +1183,16 @@ class CouchCompatProxy(_ThreadedService):
 class LocalStack:
     """PouchServer (admin ``admin`` with a random password, on disk) + SeaweedS3 in ``workdir``.
 
-    ``workdir`` defaults to a new temporary directory, removed again by ``stop()``.
+    ``workdir`` defaults to a new temporary directory, removed again by ``stop()``. The ports default
+    to free ones.
     """
 
-    def __init__(self, workdir: Path | None = None) -> None:
+    def __init__(self, workdir: Path | None = None, *, couch_port: int | None = None,
+                 s3_port: int | None = None) -> None:
         self._own_dir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="devstack-")) if workdir is None else Path(workdir)
-        self.couch = PouchServer(self.workdir / "couch", admin=("admin", secrets.token_hex(12)))
-        self.s3 = SeaweedS3(self.workdir / "seaweed")
+        self.couch = PouchServer(self.workdir / "couch", admin=("admin", secrets.token_hex(12)), port=couch_port)
+        self.s3 = SeaweedS3(self.workdir / "seaweed", port=s3_port)
         self._started = False
 
     def start(self) -> Self:
