@@ -77,6 +77,17 @@ def _belongs(entry: Entry, db: str | None, host: str | None) -> bool:
     return host is None or manifest.host is None or manifest.host == host
 
 
+def by_database(entries: list[Entry]) -> dict[str, list[Entry]]:
+    """The entries of a whole-prefix listing (find_backups without db) by the database each is a backup of, in
+    their order: the one its key names, unless its manifest records another (an earlier version's key that reads
+    as this database's), which is then left out, as find_backups(db=...) leaves it out."""
+    groups: dict[str, list[Entry]] = {}
+    for entry in entries:
+        if _belongs(entry, entry.name.db, None):
+            groups.setdefault(entry.name.db, []).append(entry)
+    return groups
+
+
 def of_source(entries: list[Entry], host: str | None) -> list[Entry]:
     """The entries that may be backups made from `host` (all of them when host is None)."""
     return [e for e in entries if host is None or e.host is None or e.host == host]

@@ -604,7 +604,6 @@ def notify_of(args: Mapping[str, Any], p: _Problems | None = None) -> Notify | N
         p.add(f"NOTIFY_ON must be failure or always, got {args.get('NOTIFY_ON')!r}")
     if raw is None:
         return None
-    register(raw)  # the whole URL is the secret: a webhook's token is in its path
     try:
         parts = urlsplit(raw)
         parts.port  # noqa: B018 - raises on a bad port
@@ -617,5 +616,7 @@ def notify_of(args: Mapping[str, Any], p: _Problems | None = None) -> Notify | N
         # The result (and the URL's own token) would cross the network in clear text.
         p.add("NOTIFY_URL must use https:// (http:// only on a loopback host: 127.0.0.1, ::1 or localhost)")
     if len(p.items) > before:
-        return None
-    return Notify(Secret(raw), always=on == "always")
+        return None  # not registered: a bad value ("https://") is never echoed, and masking it would mangle text
+    if len(parts.path) >= 12:  # a webhook's token is in its path, which an HTTP library's error may quote alone
+        register(parts.path)
+    return Notify(Secret(raw), always=on == "always")  # Secret registers the whole URL
