@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Deploy the backup and one schedule per database, from opts.json (parameters) and schedule.json (databases).
-# Idempotent: a second run changes no schedule; a changed cron updates its schedule; a database removed from
-# schedule.json loses its schedule. Every input is checked before anything changes. See docs/deploy.md.
+# Deploy the backup and its schedules, from opts.json (parameters) and schedule.json: one backup schedule per
+# database, and optionally a status (freshness) check and a restore drill per database.
+# Idempotent: a second run changes no schedule; a changed cron updates its schedule; a schedule removed from
+# schedule.json is deleted. Every input is checked before anything changes. See docs/deploy.md.
 #
 #   ./deploy.sh [--dry-run] [--uninstall]
 #
@@ -10,17 +11,22 @@
 #
 # DEPLOY_TARGET          wsk (Apache OpenWhisk, default), ibmcloud-fn (same verbs via `ibmcloud fn`), code-engine
 # OPTS_FILE              parameters bound to every run (default opts.json; holds secrets, never printed)
-# SCHEDULE_FILE          {"databases": {"mydb": "5 0 * * *", "otherdb": null}}, null = staggered (default schedule.json)
+# SCHEDULE_FILE          default schedule.json: {"databases": {"mydb": "5 0 * * *", "otherdb": null}, null = staggered,
+#                          "status": {"cron": "0 7 * * *", "databases": "*", "max_age_hours": 26},
+#                          "drills": {"mydb": "0 3 * * 0", "otherdb": null}}, null = staggered on Sunday
 # OpenWhisk:
 #   PACKAGE_NAME, ACTION_NAME   default cron and backup: the action is cron/backup
 #   ACTION_TIMEOUT_MS           default 300000 (OpenWhisk's stock maximum)
 #   ACTION_MEMORY_MB            default 512
 #   ACTION_IMAGE                run on this image (`--docker`, built from the Dockerfile) instead of python:3.11
 #   ACTION_ZIP                  a prebuilt action zip; default: scripts/build-action.sh builds dist/action.zip
-#   NAME_PREFIX                 trigger and rule names start with it (default PACKAGE_NAME-ACTION_NAME)
+#   NAME_PREFIX                 trigger and rule names start with it (default PACKAGE_NAME-ACTION_NAME): backups
+#                               NAME_PREFIX-trigger--DB, the status check NAME_PREFIX-trigger---status, drills
+#                               NAME_PREFIX-trigger---drill--DB (and -rule- for the rules)
 # Code Engine:
 #   CE_PROJECT                  select this project first (default: the CLI's current project)
-#   CE_JOB, CE_SECRET           default cloudant-backup and CE_JOB-params; subscriptions are named CE_JOB--DB
+#   CE_JOB, CE_SECRET           default cloudant-backup and CE_JOB-params; subscriptions are named CE_JOB--DB,
+#                               CE_JOB---status and CE_JOB---drill--DB
 #   CE_IMAGE                    the job's image; default: built by Code Engine from the Dockerfile (--build-source .)
 #   CE_REGISTRY_SECRET          registry secret to pull CE_IMAGE with (a private registry)
 #   CE_CPU, CE_MEMORY           default 1 and 4G
@@ -189,7 +195,9 @@ openwhisk_list() {
   done
 }
 
-# ---- OpenWhisk: package, action, one alarm trigger and one rule per database -----------------------------------
+# ---- OpenWhisk: package, action, one alarm trigger and one rule per schedule -----------------------------------
+# The planner's rows (one per backup, the status check, each drill) all carry trigger_prefix/rule_prefix, so the
+# listing below finds every one of them: what is listed but not planned is deleted, as --uninstall deletes all.
 
 openwhisk_deploy() {
   local plan_rows rows row trigger rule cron payload state relink out zip listed_triggers listed_rules added
@@ -212,7 +220,8 @@ openwhisk_deploy() {
   # --param-file replaces every bound parameter: always the whole file. provide-api-key lets the action
   # invoke itself (CONTINUE_ASYNC: finish a big backup over several activations; CLOUDANT_DB="*": fan out).
   # final: no invocation or trigger can override a bound parameter (send the IAM keys to another IAM_TOKEN_URL,
-  # point CLOUDANT_URL or COS_ENDPOINT elsewhere); each trigger still gives CLOUDANT_DB, which is never bound.
+  # point CLOUDANT_URL or COS_ENDPOINT elsewhere); each trigger still gives CLOUDANT_DB (a status or drill trigger
+  # also OPERATION, and MAX_AGE_HOURS), which the planner makes sure opts.json does not bind.
   change "${cli[@]}" action update "$action" "$zip" "${runtime[@]}" --timeout "$timeout_ms" --memory "$memory_mb" \
     --param-file "$params_file" --annotation provide-api-key true --annotation final true
 
@@ -272,7 +281,9 @@ openwhisk_uninstall() {
   fi
 }
 
-# ---- Code Engine: secret, job, one cron subscription per database ------------------------------------------------
+# ---- Code Engine: secret, job, one cron subscription per schedule ------------------------------------------------
+# Each subscription's --data (CE_DATA) gives the run its CLOUDANT_DB, and for the status check and drills its
+# OPERATION: backup.job lays it over the secret's variables.
 
 # Selecting the project changes only the CLI's target, so a dry run does it too (its queries need it).
 select_project() {

@@ -1,9 +1,11 @@
-"""deploy.sh's pure logic: check opts.json and schedule.json, plan one schedule entry per database, and read
-the CLIs' answers. The shell script runs the commands; this file decides, and never prints an opts.json value.
+"""deploy.sh's pure logic: check opts.json and schedule.json, plan the schedules (a backup per database or list,
+the status check, a restore drill per database), and read the CLIs' answers. The shell script runs the commands;
+this file decides, and never prints an opts.json value.
 
 Subcommands (each reads files or stdin, prints tab-separated lines, exits 2 with a message on bad input):
   check TARGET OPTS SCHEDULE TRIGGER_PREFIX RULE_PREFIX
-        -> per database: trigger-name, rule-name ("-" on code-engine), cron, payload JSON
+        -> per schedule (each backup key, the status check, each drill): trigger-name, rule-name ("-" on
+           code-engine), cron, payload JSON
   env-file OPTS OUT            write opts.json as a KEY=VALUE env file (mode 0600) for a Code Engine secret
   param-file OPTS OUT          write the OpenWhisk action's bound parameters (mode 0600; OUT "-": write nothing): opts.json
                                plus BOUND_DEFAULTS it lacks; -> the names of those added
@@ -21,18 +23,23 @@ import os
 import re
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from backup.config import DEFAULT_IAM_TOKEN_URL, check_db_name, load_config  # noqa: E402 - the repo root is only on sys.path now
+from backup.config import DEFAULT_IAM_TOKEN_URL, TUNABLES, check_db_name, load_config  # noqa: E402 - the repo root is only on sys.path now
 from backup.errors import ConfigError  # noqa: E402
 from backup.redaction import redact, register  # noqa: E402
 
 TARGETS = ("wsk", "ibmcloud-fn", "code-engine")
 # Staggered schedules for databases without a cron: 00:05, 00:10, ... so backups do not all start at once.
 STAGGER_MINUTES = 5
+# Drills without a cron: Sunday from 03:00 (after the night's staggered backups of the first 35 databases), 10
+# minutes apart: a drill restores a whole database, more work for Cloudant than a backup.
+DRILL_START_MINUTES = 3 * 60
+DRILL_STAGGER_MINUTES = 10
 # OpenWhisk entity names: word characters, then also @ . - and space; we never use @ or space.
 _WSK_SAFE = re.compile(r"[A-Za-z0-9_.-]")
 # OpenWhisk caps entity names at 256 characters.
@@ -62,8 +69,14 @@ _CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
 _MONTH, _DOW = 3, 4
 # A schedule entry's key: one database, "*" (every database) or a comma list; the action fans out for the last two.
 ALL_DATABASES = "*"
-# The entity name of the "*" entry: no database name starts with "-", so it never collides with one.
+# The entity names of the "*" backup, of the status check and (before the database's name) of a drill: no database
+# name starts with "-", so none of them is ever a backup's name, nor one another's.
 _ALL_SUFFIX = "-all"
+_STATUS_SUFFIX = "-status"
+_DRILL_INFIX = "-drill--"
+_SCHEDULE_KEYS = ("databases", "status", "drills")
+_STATUS_KEYS = ("cron", "databases", "max_age_hours")
+_MAX_AGE = next(t for t in TUNABLES if t.name == "MAX_AGE_HOURS")
 
 
 class InputError(Exception):
@@ -187,6 +200,12 @@ def staggered_cron(index: int) -> str:
     return f"{minutes % 60} {minutes // 60} * * *"
 
 
+def staggered_drill_cron(index: int) -> str:
+    """The index-th (0-based) staggered weekly drill: Sunday 03:00, 03:10, ... wrapping within Sunday."""
+    minutes = (DRILL_START_MINUTES + DRILL_STAGGER_MINUTES * index) % (24 * 60)
+    return f"{minutes % 60} {minutes // 60} * * 0"
+
+
 # ---- names ------------------------------------------------------------------------------------------------
 
 
@@ -210,12 +229,15 @@ def entity_name(prefix: str, db: str, target: str) -> str:
     return f"{prefix}{slug}-{digest}" if slug else f"{prefix}{digest}"
 
 
-def schedule_name(prefix: str, key: str, target: str) -> str:
-    """The trigger/rule/subscription name of a schedule entry: "*" gets PREFIX-all (PREFIX ends in "--", and no
-    database name starts with "-", so no database's name can be the same); a database or a list, entity_name."""
-    if key != ALL_DATABASES:
+def schedule_name(prefix: str, key: str, target: str, kind: str = "backup") -> str:
+    """The trigger/rule/subscription name of a schedule entry. A backup of a database or a list: entity_name; of
+    "*": PREFIX-all; the status check: PREFIX-status; a drill: entity_name under PREFIX-drill--. PREFIX ends in
+    "--" and no database name starts with "-", so none of these is ever another's (a database "status" included)."""
+    if kind == "drill":
+        return entity_name(prefix + _DRILL_INFIX, key, target)
+    if kind == "backup" and key != ALL_DATABASES:
         return entity_name(prefix, key, target)
-    name = prefix + _ALL_SUFFIX
+    name = prefix + (_STATUS_SUFFIX if kind == "status" else _ALL_SUFFIX)
     if len(name) > (_CE_MAX if target == "code-engine" else _WSK_MAX):
         raise InputError(f"name prefix {prefix!r} is too long")
     return name
@@ -267,53 +289,217 @@ def load_opts(path: str) -> dict[str, Any]:
     return opts
 
 
-def load_schedule(path: str) -> list[tuple[str, str]]:
-    """(database, cron) in file order; databases without a cron get staggered times."""
-    schedule = _load_json(path, "schedule")
-    databases = schedule.get("databases") if isinstance(schedule, dict) else None
-    if not isinstance(databases, dict) or not databases:
-        raise InputError(
-            f'{path} must look like {{"databases": {{"mydb": "5 0 * * *", "otherdb": null}}}} with at least one '
-            "database (to remove every schedule, run deploy.sh --uninstall)"
-        )
-    problems, plan, unscheduled = [], [], 0
+# ---- schedule.json: backups, the status check, restore drills ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One schedule: deploy.sh makes one trigger and rule (or one cron subscription) of it."""
+
+    kind: str  # backup | status | drill
+    key: str  # backup: its schedule.json key (a database, "*" or "a,b"); drill: the database; status: ""
+    cron: str  # checked standard cron, not yet rewritten for the target
+    payload: dict[str, Any]  # the trigger's payload / the subscription's data
+    label: str  # what messages call it: "the backup of 'mydb'", "the status check", "the drill of 'mydb'"
+    what: str  # what messages call its cron: "the cron of 'mydb'", "the status cron", "the drill cron of 'mydb'"
+
+
+def _shape(path: str) -> str:
+    return (f'{path} must look like {{"databases": {{"mydb": "5 0 * * *", "otherdb": null}}}} with at least one database, '
+            'or a "status" or "drills" schedule (docs/deploy.md; to remove every schedule, run deploy.sh --uninstall)')
+
+
+def _cron(value: Any, what: str, path: str, problems: list[str], nullable: bool = True) -> str | None:
+    """The checked cron of a string value; None (and a problem) otherwise."""
+    if not isinstance(value, str):
+        problems.append(f'{path}: {what} must be a string like "5 0 * * *"' + (" or null" if nullable else ""))
+        return None
+    try:
+        return check_cron(value)
+    except ValueError as exc:
+        problems.append(f"{path}: {what} ({value!r}) is invalid: {exc}")
+        return None
+
+
+def _backups(databases: Any, path: str, problems: list[str]) -> list[Entry]:
+    if databases is None:
+        return []
+    if not isinstance(databases, dict):
+        problems.append(_shape(path))
+        return []
+    entries, unscheduled = [], 0
     for db, cron in databases.items():
         if problem := check_schedule_key(db):
             problems.append(f"{path}: {problem}")
             continue
+        what = f"the cron of {db!r}"
         if cron is None:
-            plan.append((db, staggered_cron(unscheduled)))
+            checked: str | None = staggered_cron(unscheduled)
             unscheduled += 1
-        elif not isinstance(cron, str):
-            problems.append(f"{path}: the cron of {db!r} must be a string like \"5 0 * * *\" or null")
         else:
-            try:
-                plan.append((db, check_cron(cron)))
-            except ValueError as exc:
-                problems.append(f"{path}: the cron of {db!r} ({cron!r}) is invalid: {exc}")
+            checked = _cron(cron, what, path, problems)
+        if checked:
+            entries.append(Entry("backup", db, checked, {"CLOUDANT_DB": db}, f"the backup of {db!r}", what))
+    return entries
+
+
+def _status(status: Any, path: str, problems: list[str]) -> list[Entry]:
+    """{"cron": ..., "databases": "*" (default) | "a,b" | "db" | null (those with backups), "max_age_hours": N}."""
+    if status is None:
+        return []
+    if not isinstance(status, dict):
+        problems.append(f'{path}: status must be an object like {{"cron": "0 7 * * *", "databases": "*", "max_age_hours": 26}}')
+        return []
+    problems += [f"{path}: status has an unknown key {key!r} (it takes {', '.join(_STATUS_KEYS)})"
+                 for key in status if key not in _STATUS_KEYS]
+    payload = {"OPERATION": "status", **_status_databases(status.get("databases", ALL_DATABASES), path, problems),
+               **_max_age(status.get("max_age_hours"), path, problems)}
+    if status.get("cron") is None:
+        problems.append(f'{path}: status.cron is missing: a time after the night\'s backups, like "0 7 * * *"')
+        return []
+    cron = _cron(status["cron"], "the status cron", path, problems, nullable=False)
+    return [Entry("status", "", cron, payload, "the status check", "the status cron")] if cron else []
+
+
+def _status_databases(databases: Any, path: str, problems: list[str]) -> dict[str, Any]:
+    """status.databases as the payload's CLOUDANT_DB; null: none (status then checks every database in the bucket)."""
+    if databases is None:
+        return {}
+    if not isinstance(databases, str):
+        problems.append(f'{path}: status.databases must be "*", a database, a list "a,b", or null (every database '
+                        "with backups in the bucket)")
+    elif problem := check_schedule_key(databases):
+        problems.append(f"{path}: status.databases: {problem}")
+    else:
+        return {"CLOUDANT_DB": databases}
+    return {}
+
+
+def _max_age(max_age: Any, path: str, problems: list[str]) -> dict[str, Any]:
+    """status.max_age_hours as the payload's MAX_AGE_HOURS, in the range a run accepts; null: none (the default)."""
+    low, high = _MAX_AGE.low, _MAX_AGE.high
+    if max_age is None:
+        return {}
+    if isinstance(max_age, bool) or not isinstance(max_age, int) or not low <= max_age <= high:
+        problems.append(f"{path}: status.max_age_hours must be a whole number of hours from {low} to {high}, "
+                        f"got {json.dumps(max_age)}")
+        return {}
+    return {"MAX_AGE_HOURS": max_age}
+
+
+def _drills(drills: Any, path: str, problems: list[str]) -> list[Entry]:
+    """{"mydb": "0 3 * * 0", "otherdb": null}: one restore drill per database; null: staggered on Sunday."""
+    if drills is None:
+        return []
+    if not isinstance(drills, dict):
+        problems.append(f'{path}: drills must be an object like {{"mydb": "0 3 * * 0", "otherdb": null}}')
+        return []
+    entries, unscheduled = [], 0
+    for db, cron in drills.items():
+        if db == ALL_DATABASES or "," in db:
+            problems.append(f"{path}: drills: {db!r} must be one database: a drill restores one (give each its own key)")
+            continue
+        if problem := check_db_name(db, "database"):
+            problems.append(f"{path}: drills: {problem}")
+            continue
+        what = f"the drill cron of {db!r}"
+        if cron is None:
+            checked: str | None = staggered_drill_cron(unscheduled)
+            unscheduled += 1
+        else:
+            checked = _cron(cron, what, path, problems)
+        if checked:
+            payload = {"OPERATION": "drill", "CLOUDANT_DB": db}
+            entries.append(Entry("drill", db, checked, payload, f"the drill of {db!r}", what))
+    return entries
+
+
+def load_schedule(path: str) -> list[Entry]:
+    """Every schedule of schedule.json: backups in file order, then the status check, then the drills."""
+    schedule = _load_json(path, "schedule")
+    if not isinstance(schedule, dict):
+        raise InputError(_shape(path))
+    problems = [f"{path}: unknown key {key!r} (it takes {', '.join(_SCHEDULE_KEYS)}): " + _shape(path)
+                for key in schedule if key not in _SCHEDULE_KEYS]
+    entries = [*_backups(schedule.get("databases"), path, problems), *_status(schedule.get("status"), path, problems),
+               *_drills(schedule.get("drills"), path, problems)]
     if problems:
         raise InputError("\n".join(problems))
-    return plan
+    if not entries:
+        raise InputError(_shape(path))
+    return entries
+
+
+def coverage_warnings(entries: list[Entry], path: str) -> list[str]:
+    """What the status check or a drill would find missing because this file backs it up nowhere (only when the file
+    has backups at all: drills alone may go to another target, e.g. Code Engine beside backups on OpenWhisk)."""
+    keys = [entry.key for entry in entries if entry.kind == "backup"]
+    if not keys or ALL_DATABASES in keys:
+        return []
+    backed_up = {name.strip() for key in keys for name in key.split(",")}
+    warnings = []
+    for entry in entries:
+        db = entry.payload.get("CLOUDANT_DB") if entry.kind != "backup" else None
+        if db == ALL_DATABASES:
+            warnings.append(f'{path}: the status check covers every database of the account ("*"), but only '
+                            f"{', '.join(sorted(backed_up))} are backed up: the others will be stale every day (set "
+                            'status.databases to those, or to null: every database with backups in the bucket)')
+        elif db is not None and (missing := [name for name in db.split(",") if name.strip() not in backed_up]):
+            warnings.append(f"{path}: {entry.label}: no backup schedule in this file takes {', '.join(map(repr, missing))}")
+    return warnings
+
+
+def _given_by_triggers(opts: dict[str, Any], opts_path: str, entries: list[Entry]) -> list[str]:
+    """OpenWhisk: what a status or drill trigger gives (OPERATION, MAX_AGE_HOURS) must not be bound: the action
+    is final, so a trigger's activation that names a bound parameter is refused."""
+    kinds: dict[str, list[str]] = {}
+    for entry in entries:
+        for key in entry.payload:
+            if key in opts and key not in INVOCATION_PARAMS and entry.kind not in kinds.setdefault(key, []):
+                kinds[key].append(entry.kind)
+    return [f"{opts_path}: {key} must not be in it: the trigger of each {' and '.join(names)} schedule gives it, and a "
+            "bound parameter of the action (which is final) cannot be given by an invocation"
+            for key, names in kinds.items()]
+
+
+def _config_problems(opts: dict[str, Any], opts_path: str, schedule_path: str, entries: list[Entry]) -> list[str]:
+    """The check every run makes, for every schedule's parameters: a deploy never schedules runs bound to fail.
+    Warnings (a typo in opts.json, an anonymous Cloudant) are said now, once, not every night."""
+    first, *rest = entries
+    try:
+        configs = [load_config({**opts, **first.payload})]
+    except ConfigError as exc:
+        return [f"{opts_path}: {exc}"]  # opts.json alone is wrong (the other schedules would say the same)
+    failed: dict[str, list[str]] = {}  # error -> the schedules it fails, so an opts.json gap is said once
+    for entry in rest:
+        try:
+            configs.append(load_config({**opts, **entry.payload}))
+        except ConfigError as exc:
+            failed.setdefault(str(exc), []).append(entry.label)
+    for warning in dict.fromkeys(w for config in configs for w in config.warnings):
+        print(f"deploy: warning: {opts_path}: {redact(warning)}", file=sys.stderr)
+    return [f"{schedule_path}: {', '.join(labels)} with {opts_path}: {error}" for error, labels in failed.items()]
 
 
 def check(target: str, opts_path: str, schedule_path: str, trigger_prefix: str, rule_prefix: str) -> list[str]:
     if target not in TARGETS:
         raise InputError(f"DEPLOY_TARGET must be one of {', '.join(TARGETS)}, got {target!r}")
     opts = load_opts(opts_path)
-    plan = load_schedule(schedule_path)
+    entries = load_schedule(schedule_path)
     problems = []
     crons = []
-    for db, cron in plan:
+    for entry in entries:
         try:
-            crons.append(target_cron(cron, target))
+            crons.append(target_cron(entry.cron, target))
         except ValueError as exc:
-            problems.append(f"{schedule_path}: the cron of {db!r} ({cron!r}) cannot be scheduled on {target}: {exc}")
+            problems.append(f"{schedule_path}: {entry.what} ({entry.cron!r}) cannot be scheduled on {target}: {exc}")
     if target != "code-engine":
         problems += [
             f"{opts_path}: {key} must not be in it: each schedule's trigger gives it, and a bound parameter of the action "
             "(which is final) cannot be given by an invocation"
             for key in INVOCATION_PARAMS if key in opts
         ]
+        problems += _given_by_triggers(opts, opts_path, entries)
     if target == "code-engine":
         problems += [
             f"{opts_path}: {key!r} cannot be an environment variable name (Code Engine passes parameters that way)"
@@ -323,24 +509,20 @@ def check(target: str, opts_path: str, schedule_path: str, trigger_prefix: str, 
             f"{opts_path}: the value of {key} spans lines, which an env file cannot hold"
             for key, value in opts.items() if isinstance(value, str) and ("\n" in value or "\r" in value)
         ]
-    # The same check every run makes, so a deploy never schedules backups that are bound to fail.
-    try:
-        config = load_config({**opts, "CLOUDANT_DB": plan[0][0]})
-    except ConfigError as exc:
-        problems.append(f"{opts_path}: {exc}")
-    else:
-        for warning in config.warnings:  # a typo in opts.json, an anonymous Cloudant: said now, not every night
-            print(f"deploy: warning: {opts_path}: {redact(warning)}", file=sys.stderr)
+    problems += _config_problems(opts, opts_path, schedule_path, entries)
+    if not problems:
+        for warning in coverage_warnings(entries, schedule_path):
+            print(f"deploy: warning: {redact(warning)}", file=sys.stderr)
     if problems:
         raise InputError("\n".join(problems))
     lines, seen = [], set()
-    for (db, _), cron in zip(plan, crons, strict=True):
-        trigger = schedule_name(trigger_prefix, db, target)
-        rule = schedule_name(rule_prefix, db, target) if target != "code-engine" else "-"
+    for entry, cron in zip(entries, crons, strict=True):
+        trigger = schedule_name(trigger_prefix, entry.key, target, entry.kind)
+        rule = schedule_name(rule_prefix, entry.key, target, entry.kind) if target != "code-engine" else "-"
         if trigger in seen:
-            raise InputError(f"{schedule_path}: two databases map to the schedule name {trigger}")
+            raise InputError(f"{schedule_path}: two schedules map to the name {trigger}")
         seen.add(trigger)
-        payload = json.dumps({"CLOUDANT_DB": db}, separators=(",", ":"))
+        payload = json.dumps(entry.payload, separators=(",", ":"))
         lines.append("\t".join((trigger, rule, cron, payload)))
     return lines
 

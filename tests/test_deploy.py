@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 
+from backup.config import load_config
+from backup.job import build_args
+
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = ROOT / "tests" / "fakes"
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -572,6 +575,241 @@ def test_code_engine_dry_run_and_uninstall(deploy: Deployer) -> None:
     assert not (ce["secrets"] or ce["jobs"] or ce["subscriptions"])
 
 
+# ---- issue 16: the status check and restore drills --------------------------------------------------------
+
+
+STATUS = {"cron": "0 7 * * *", "databases": "*", "max_age_hours": 26}
+STATUS_PAYLOAD = {"OPERATION": "status", "CLOUDANT_DB": "*", "MAX_AGE_HOURS": 26}
+DRILLS = {"mydb1": "0 4 * * 0", "mydb2": None}  # mydb2: the first staggered drill, Sunday 03:00
+
+
+def write_schedule_with(deploy: Deployer, **parts: Any) -> None:
+    """The default backups plus STATUS and DRILLS; a part given as None is left out."""
+    schedule = {"databases": {"mydb1": "30 1 * * *", "mydb2": None}, "status": STATUS, "drills": DRILLS, **parts}
+    deploy.write_schedule(json.dumps({key: value for key, value in schedule.items() if value is not None}))
+
+
+def compact(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def ow_schedule(cli: list[str], name: str, cron: str, payload: dict[str, Any]) -> list[list[str]]:
+    """A new schedule's commands: its feed trigger, then its rule written and enabled (name: after trigger--)."""
+    return [
+        [*cli, "trigger", "create", trigger(name), "--feed", FEED, "--param", "cron", cron, "--param", "trigger_payload",
+         compact(payload)],
+        [*cli, "rule", "update", rule(name), trigger(name), "cron/backup"],
+        [*cli, "rule", "enable", rule(name)],
+    ]
+
+
+def ce_schedule(verb: str, name: str, cron: str, payload: dict[str, Any]) -> list[str]:
+    return ["ibmcloud", "ce", "subscription", "cron", verb, "--name", f"cloudant-backup--{name}", "--destination-type", "job",
+            "--destination", "cloudant-backup", "--schedule", cron, "--data", compact(payload)]
+
+
+def drill(db: str) -> dict[str, str]:
+    return {"OPERATION": "drill", "CLOUDANT_DB": db}
+
+
+@pytest.mark.parametrize(("target", "cli"), [("wsk", ["wsk"]), ("ibmcloud-fn", ["ibmcloud", "fn"])])
+def test_the_status_check_and_each_drill_get_a_trigger_and_a_rule(deploy: Deployer, target: str, cli: list[str]) -> None:
+    write_schedule_with(deploy)
+    run = ok(deploy(target))
+    assert run.changes == [
+        *first_deploy_commands(cli, deploy, param_file(run)),
+        *ow_schedule(cli, "-status", "0 7 * * *", STATUS_PAYLOAD),
+        *ow_schedule(cli, "-drill--mydb1", "0 4 * * SUN", drill("mydb1")),
+        *ow_schedule(cli, "-drill--mydb2", "0 3 * * SUN", drill("mydb2")),
+    ]
+    assert {r["status"] for r in deploy.entities()["rules"].values()} == {"active"}
+    assert ok(deploy(target)).changes[2:] == []  # idempotent: payloads with numbers read back as unchanged
+
+
+def test_status_and_drill_triggers_run_the_final_action_with_their_operation(deploy: Deployer) -> None:
+    write_schedule_with(deploy)
+    ok(deploy())
+    for name in ("-status", "-drill--mydb2"):
+        subprocess.run([str(FAKES / "wsk"), "trigger", "fire", trigger(name)], env=deploy.env("wsk"), check=True,
+                       capture_output=True)
+    activations = deploy.entities()["activations"]
+    assert [(a["rule"], a.get("refused"), a["params"]) for a in activations] == [
+        (rule("-status"), None, {**OPTS, **DEFAULTS, **STATUS_PAYLOAD}),
+        (rule("-drill--mydb2"), None, {**OPTS, **DEFAULTS, **drill("mydb2")}),
+    ]
+    status, drilled = (load_config(a["params"]) for a in activations)  # what the action makes of them
+    assert (status.operation, status.many, status.dbs, status.tune("MAX_AGE_HOURS")) == ("status", True, None, 26)
+    assert (drilled.operation, drilled.db) == ("drill", "mydb2")
+
+
+def test_code_engine_runs_the_status_check_and_drills_with_the_operation_in_the_subscription_data(deploy: Deployer) -> None:
+    write_schedule_with(deploy)
+    run = ok(deploy("code-engine"))
+    assert run.changes[2:] == [
+        ce_subscription("create", "mydb1", "30 1 * * *"),
+        ce_subscription("create", "mydb2", "5 0 * * *"),
+        ce_schedule("create", "-status", "0 7 * * *", STATUS_PAYLOAD),
+        ce_schedule("create", "-drill--mydb1", "0 4 * * 0", drill("mydb1")),
+        ce_schedule("create", "-drill--mydb2", "0 3 * * 0", drill("mydb2")),
+    ]
+    ce = deploy.entities()["ce"]
+    secret = ce["secrets"]["cloudant-backup-params"]  # the job's environment, with the run's CE_DATA
+
+    def job_config(name: str) -> Any:
+        return load_config(build_args({**secret, "CE_DATA": ce["subscriptions"][f"cloudant-backup--{name}"]["data"]}))
+
+    status, drilled, backed_up = job_config("-status"), job_config("-drill--mydb1"), job_config("mydb1")
+    assert (status.operation, status.many, status.tune("MAX_AGE_HOURS")) == ("status", True, 26)
+    assert (drilled.operation, drilled.db) == ("drill", "mydb1")
+    assert (backed_up.operation, backed_up.db) == ("backup", "mydb1")
+    assert ok(deploy("code-engine")).changes[2:] == []
+
+
+@pytest.mark.parametrize("target", ["wsk", "code-engine"])
+def test_a_changed_status_check_is_updated_and_removed_drills_and_status_are_deleted(deploy: Deployer, target: str) -> None:
+    write_schedule_with(deploy)
+    ok(deploy(target))
+    write_schedule_with(deploy, status={**STATUS, "max_age_hours": 30}, drills={"mydb1": "0 4 * * 0"})
+    run = ok(deploy(target))
+    changed = {**STATUS_PAYLOAD, "MAX_AGE_HOURS": 30}
+    if target == "code-engine":
+        assert run.changes[2:] == [
+            ce_schedule("update", "-status", "0 7 * * *", changed),
+            ["ibmcloud", "ce", "subscription", "cron", "delete", "--name", "cloudant-backup---drill--mydb2", "--force"],
+        ]
+    else:
+        assert run.changes[2:] == [
+            ["wsk", "trigger", "update", trigger("-status"), "--param", "cron", "0 7 * * *", "--param", "trigger_payload",
+             compact(changed)],
+            ["wsk", "rule", "delete", "--disable", rule("-drill--mydb2")],
+            ["wsk", "trigger", "delete", trigger("-drill--mydb2")],
+        ]
+    write_schedule_with(deploy, status=None, drills=None)
+    ok(deploy(target))
+    state = deploy.entities()
+    left = state["ce"]["subscriptions"] if target == "code-engine" else {**state["triggers"], **state["rules"]}
+    backups = (["cloudant-backup--mydb1", "cloudant-backup--mydb2"] if target == "code-engine"
+               else [trigger("mydb1"), trigger("mydb2"), rule("mydb1"), rule("mydb2")])
+    assert sorted(left) == sorted(backups)
+    assert ok(deploy(target)).changes[2:] == []
+
+
+@pytest.mark.parametrize("target", ["wsk", "code-engine"])
+def test_databases_named_status_drill_or_all_keep_schedules_of_their_own(deploy: Deployer, target: str) -> None:
+    deploy.write_schedule(json.dumps({"databases": dict.fromkeys(["status", "drill", "all", "*"]),
+                                      "status": {"cron": "0 7 * * *"}, "drills": dict.fromkeys(["status", "drill"])}))
+    ok(deploy(target))
+    state = deploy.entities()
+    if target == "code-engine":
+        prefix = "cloudant-backup--"
+        scheduled = {name: json.loads(s["data"]) for name, s in state["ce"]["subscriptions"].items()}
+    else:
+        prefix = "cron-backup-trigger--"
+        scheduled = {name: t["config"]["payload"] for name, t in state["triggers"].items()}
+        assert {r["trigger"] for r in state["rules"].values()} == set(scheduled)
+    assert scheduled == {
+        f"{prefix}status": {"CLOUDANT_DB": "status"}, f"{prefix}drill": {"CLOUDANT_DB": "drill"},
+        f"{prefix}all": {"CLOUDANT_DB": "all"}, f"{prefix}-all": {"CLOUDANT_DB": "*"},
+        f"{prefix}-status": {"OPERATION": "status", "CLOUDANT_DB": "*"},
+        f"{prefix}-drill--status": drill("status"), f"{prefix}-drill--drill": drill("drill"),
+    }
+
+
+@pytest.mark.parametrize("target", ["wsk", "code-engine"])
+def test_drills_of_any_database_name_get_valid_distinct_names(deploy: Deployer, target: str) -> None:
+    odd = ["a/b$c(d)+e-f", "a-b", "a/b", "x" * 238, "z_"]
+    deploy.write_schedule(json.dumps({"databases": dict.fromkeys(odd), "drills": dict.fromkeys(odd)}))
+    ok(deploy(target))  # the fakes refuse invalid names
+    state = deploy.entities()
+    records = state["ce"]["subscriptions"].values() if target == "code-engine" else state["triggers"].values()
+    payloads = [json.loads(r["data"]) if target == "code-engine" else r["config"]["payload"] for r in records]
+    assert sorted(p["CLOUDANT_DB"] for p in payloads if p.get("OPERATION") == "drill") == sorted(odd)
+    assert len(payloads) == 2 * len(odd)
+
+
+@pytest.mark.parametrize("target", ["wsk", "code-engine"])
+def test_uninstall_removes_the_status_check_and_drills_too(deploy: Deployer, target: str) -> None:
+    write_schedule_with(deploy)
+    ok(deploy(target))
+    run = ok(deploy(target, "--uninstall"))
+    deleted = {call[call.index("--name") + 1] if "--name" in call else call[-1] for call in run.changes}
+    state = deploy.entities()
+    if target == "code-engine":
+        assert {"cloudant-backup---status", "cloudant-backup---drill--mydb1", "cloudant-backup---drill--mydb2"} <= deleted
+        assert state["ce"]["subscriptions"] == {}
+    else:
+        assert {trigger("-status"), rule("-status"), trigger("-drill--mydb2"), rule("-drill--mydb2")} <= deleted
+        assert state["triggers"] == {} and state["rules"] == {}
+
+
+def test_drills_alone_can_be_deployed_to_code_engine_beside_backups_elsewhere(deploy: Deployer) -> None:
+    # Backups on OpenWhisk, drills (which take the time of a restore) as Code Engine jobs.
+    deploy.write_schedule(json.dumps({"drills": {"mydb1": None}}))
+    run = ok(deploy("code-engine"))
+    assert run.changes[2:] == [ce_schedule("create", "-drill--mydb1", "0 3 * * 0", drill("mydb1"))]
+
+
+def test_the_example_schedule_deploys_backups_the_status_check_and_drills(deploy: Deployer) -> None:
+    example = json.loads((ROOT / "schedule.example.json").read_text())
+    assert set(example) == {"databases", "status", "drills"}
+    deploy.write_schedule(json.dumps(example))
+    for target in ("wsk", "code-engine"):
+        assert "warning" not in ok(deploy(target)).stderr
+    state = deploy.entities()
+    assert len(state["triggers"]) == len(state["rules"]) == len(state["ce"]["subscriptions"]) == \
+        len(example["databases"]) + 1 + len(example["drills"])
+
+
+def test_a_status_check_or_drill_of_databases_this_file_backs_up_nowhere_is_a_warning(deploy: Deployer) -> None:
+    write_schedule_with(deploy, drills={"mydb1": None, "mydb3": None})
+    run = ok(deploy())
+    path = deploy.tmp / "schedule.json"
+    assert [line for line in run.stderr.splitlines() if "warning" in line] == [
+        f'deploy: warning: {path}: the status check covers every database of the account ("*"), but only mydb1, mydb2 '
+        "are backed up: the others will be stale every day (set status.databases to those, or to null: every database "
+        "with backups in the bucket)",
+        f"deploy: warning: {path}: the drill of 'mydb3': no backup schedule in this file takes 'mydb3'",
+    ]
+    write_schedule_with(deploy, status={"cron": "0 7 * * *", "databases": "mydb2,mydb1"}, drills={"mydb1": None})
+    assert "warning" not in ok(deploy()).stderr
+    deploy.write_schedule(json.dumps({"databases": {"*": None}, "status": {"cron": "0 7 * * *"}, "drills": {"mydb3": None}}))
+    assert "warning" not in ok(deploy()).stderr
+
+
+@pytest.mark.parametrize(("bound", "message"), [
+    ({"OPERATION": "backup"}, "OPERATION must not be in it: the trigger of each status and drill schedule gives it"),
+    ({"MAX_AGE_HOURS": 30}, "MAX_AGE_HOURS must not be in it: the trigger of each status schedule gives it"),
+])
+def test_what_a_status_or_drill_trigger_gives_cannot_be_bound_on_openwhisk(
+        deploy: Deployer, bound: dict[str, Any], message: str) -> None:
+    # Under `final` such a trigger's every activation would be refused; on Code Engine CE_DATA wins, so it may be.
+    write_schedule_with(deploy)
+    deploy.write_opts({**OPTS, **bound})
+    run = deploy("wsk")
+    assert run.code == 2 and run.calls == []
+    assert f"{deploy.tmp / 'opts.json'}: {message}" in run.stderr
+    ok(deploy("code-engine"))
+
+
+def test_a_bound_max_age_is_fine_when_the_status_check_gives_none(deploy: Deployer) -> None:
+    write_schedule_with(deploy, status={"cron": "0 7 * * *"})
+    deploy.write_opts({**OPTS, "MAX_AGE_HOURS": 30})
+    ok(deploy("wsk"))
+    assert deploy.entities()["triggers"][trigger("-status")]["config"]["payload"] == {"OPERATION": "status", "CLOUDANT_DB": "*"}
+
+
+def test_a_drill_bound_to_fail_fails_the_deploy(deploy: Deployer) -> None:
+    # The status of named databases reads only COS, so these opts.json pass for it; a drill restores into Cloudant.
+    deploy.write_schedule(json.dumps({"status": {"cron": "0 7 * * *", "databases": "mydb1"}, "drills": {"mydb1": None}}))
+    deploy.write_opts({k: v for k, v in OPTS.items() if not k.startswith("CLOUDANT_")})
+    run = deploy("code-engine")
+    assert run.code == 2 and run.calls == []
+    assert (f"{deploy.tmp / 'schedule.json'}: the drill of 'mydb1' with {deploy.tmp / 'opts.json'}: invalid parameters: "
+            "CLOUDANT_URL is missing") in run.stderr
+    deploy.write_schedule(json.dumps({"status": {"cron": "0 7 * * *", "databases": "mydb1"}}))
+    ok(deploy("code-engine"))
+
+
 # ---- inputs are checked before anything runs --------------------------------------------------------------
 
 
@@ -594,6 +832,28 @@ BAD_INPUTS = [
     ("schedule", '{"databases": {"mydb1": "0 0 0 * * *"}}', "needs 5 fields"),
     ("schedule", '{"databases": {"mydb1": 5}}', "must be a string"),
     ("schedule", '{"databases": {"MyDB": null}}', "not a valid database name"),
+    ("schedule", '{"databases": {"mydb1": null}, "drill": {}}', "schedule.json: unknown key 'drill'"),
+    ("schedule", '{"status": "0 7 * * *"}', "schedule.json: status must be an object"),
+    ("schedule", '{"status": {"databases": "*"}}', "schedule.json: status.cron is missing"),
+    ("schedule", '{"status": {"cron": "0 7 * *"}}', "schedule.json: the status cron ('0 7 * *') is invalid: needs 5 fields"),
+    ("schedule", '{"status": {"cron": null}}', "schedule.json: status.cron is missing"),
+    ("schedule", '{"status": {"cron": 7}}', "schedule.json: the status cron must be a string"),
+    ("schedule", '{"status": {"cron": "0 7 * * *", "max_age": 26}}', "schedule.json: status has an unknown key 'max_age'"),
+    ("schedule", '{"status": {"cron": "0 7 * * *", "databases": "My"}}', "schedule.json: status.databases: database 'My' is"),
+    ("schedule", '{"status": {"cron": "0 7 * * *", "databases": "a,,b"}}', "schedule.json: status.databases: the database list"),
+    ("schedule", '{"status": {"cron": "0 7 * * *", "databases": ["a"]}}', "schedule.json: status.databases must be"),
+    ("schedule", '{"status": {"cron": "0 7 * * *", "max_age_hours": 0}}', "schedule.json: status.max_age_hours must be a whole "
+     "number of hours from 1 to 8760, got 0"),
+    ("schedule", '{"status": {"cron": "0 7 * * *", "max_age_hours": "26"}}', 'status.max_age_hours must be a whole number of '
+     'hours from 1 to 8760, got "26"'),
+    ("schedule", '{"drills": ["mydb1"]}', "schedule.json: drills must be an object"),
+    ("schedule", '{"drills": {"mydb1": "0 3 * * 8"}}', "schedule.json: the drill cron of 'mydb1' ('0 3 * * 8') is invalid: "
+     "day-of-week field '8'"),
+    ("schedule", '{"drills": {"mydb1": 3}}', "schedule.json: the drill cron of 'mydb1' must be a string"),
+    ("schedule", '{"drills": {"*": null}}', "schedule.json: drills: '*' must be one database"),
+    ("schedule", '{"drills": {"mydb1,mydb2": null}}', "schedule.json: drills: 'mydb1,mydb2' must be one database"),
+    ("schedule", '{"drills": {"MyDB": null}}', "schedule.json: drills: database 'MyDB' is not a valid database name"),
+    ("schedule", '{"databases": {}, "drills": {}}', "at least one database, or a \"status\" or \"drills\" schedule"),
 ]
 
 
@@ -675,6 +935,21 @@ def test_alarm_crons_select_what_standard_cron_does(cron: str) -> None:
 
 def test_staggered_times_are_five_minutes_apart_from_0005() -> None:
     assert [deploy_plan.staggered_cron(i) for i in (0, 1, 11, 12)] == ["5 0 * * *", "10 0 * * *", "0 1 * * *", "5 1 * * *"]
+
+
+def test_staggered_drills_are_on_sunday_ten_minutes_apart_from_0300() -> None:
+    assert [deploy_plan.staggered_drill_cron(i) for i in (0, 1, 6, 125, 126)] == [
+        "0 3 * * 0", "10 3 * * 0", "0 4 * * 0", "50 23 * * 0", "0 0 * * 0"]
+
+
+@pytest.mark.parametrize(("target", "pattern"), [("wsk", r"[A-Za-z0-9_.-]{1,256}"),
+                                                 ("code-engine", r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")])
+def test_schedule_names_never_collide_and_stay_valid(target: str, pattern: str) -> None:
+    entries = [("backup", db) for db in ("status", "drill", "all", "a/b", "*", "x" * 238)]
+    entries += [("status", "")] + [("drill", db) for db in ("status", "drill", "all", "a/b", "a-b", "x" * 238)]
+    names = [deploy_plan.schedule_name("cloudant-backup--", key, target, kind) for kind, key in entries]
+    assert len(set(names)) == len(names)
+    assert all(re.fullmatch(pattern, name) for name in names), names
 
 
 def test_entity_names_keep_safe_names_and_hash_the_rest() -> None:
