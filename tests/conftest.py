@@ -4,7 +4,10 @@ once per session, on free 127.0.0.1 ports, with work dirs and logs under the ses
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +16,7 @@ from typing import Any
 import pytest
 
 from devstack import CouchCompatProxy, IamTokenServer, MotoS3, PouchServer, SeaweedS3
-from tests.helpers import API_KEY, SECRET_SOURCES, FakeOpenWhisk
+from tests.helpers import API_KEY, OUTPUTS, SECRET_SOURCES, FakeOpenWhisk
 
 IAM_API_KEYS = ("cloudant-iam-key-for-tests", "cos-iam-key-for-tests")
 
@@ -109,3 +112,45 @@ def openwhisk(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenWhisk]:
     monkeypatch.delenv("__OW_DEADLINE", raising=False)
     yield fake
     fake.close()
+
+
+# The session's secret scan (tests/test_secrets.py) must see every test's output. Under pytest-xdist each worker
+# holds only its own: at its end each writes them (and the secrets in play) to a file, and the controller, once
+# every worker is done, scans them all; a leak fails the session.
+SCAN_DIR = "secret_scan_dir"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        config.stash[_SCAN_KEY] = tempfile.mkdtemp(prefix="secret-scan-")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:  # xdist: what a worker is told when it starts
+    node.workerinput[SCAN_DIR] = node.config.stash[_SCAN_KEY]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests import test_secrets
+
+    workerinput = getattr(session.config, "workerinput", None)
+    if workerinput is not None:
+        record = {"outputs": OUTPUTS, "secrets": sorted(test_secrets.secrets_in_play())}
+        Path(workerinput[SCAN_DIR], f"{workerinput['workerid']}.json").write_text(json.dumps(record))
+        return
+    folder = Path(session.config.stash[_SCAN_KEY])
+    records = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+    shutil.rmtree(folder, ignore_errors=True)
+    if not records:
+        return  # not under xdist: test_no_secret_in_any_output_of_the_session scanned in-process
+    outputs = [text for record in records for text in record["outputs"]]
+    try:
+        test_secrets.assert_clean(*outputs, secrets={s for record in records for s in record["secrets"]})
+    except AssertionError as exc:
+        session.config.get_terminal_writer().line(f"\nSECRET SCAN FAILED over every worker's outputs: {exc}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    else:
+        session.config.get_terminal_writer().line(f"\nsecret scan: {len(outputs)} outputs of {len(records)} workers, clean")
+
+
+_SCAN_KEY = pytest.StashKey[str]()
