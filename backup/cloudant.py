@@ -458,34 +458,42 @@ def iter_bulk_get(client: CloudantV1, db: str, items: list[dict[str, str]], atta
 
 
 def live_leaves(client: CloudantV1, db: str, ids: list[str]) -> dict[str, list[str]]:
-    """The live leaf revisions of each doc (winner, then its `_conflicts`; none for a missing or deleted doc), by id.
+    """The live leaf revisions of each doc (winner, then its `_conflicts`; none for a missing or deleted doc), by id."""
+    what = f"reading the leaves of restored documents in '{db}'"
+    return {doc_id: _row_live_leaves(row) for doc_id, row in zip(ids, rows_of(client, db, ids, what), strict=True)}
+
+
+def rows_of(client: CloudantV1, db: str, ids: list[str], what: str) -> list[dict[str, Any]]:
+    """The `_all_docs` row of each id, in order: its winner (`doc`) with `_conflicts`, or a deleted/missing row.
 
     One `POST _all_docs` (keys, include_docs, conflicts: the only bulk read of conflicts), decoded row by row as it
-    streams: the winners' bodies come along and are never held together. After a fault inside the body the rest
-    is asked for again (rows come in the order of the keys).
+    streams. After a fault inside the body the rest is asked for again (rows come in the order of the keys).
     """
     where = f"{client.service_url}/{db}/_all_docs"
-    what = f"reading the leaves of restored documents in '{db}'"
-    leaves: dict[str, list[str]] = {}
+    rows: list[dict[str, Any]] = []
     faults = 0
-    while len(leaves) < len(ids):
-        rest = ids[len(leaves):]
+    while len(rows) < len(ids):
+        rest = ids[len(rows):]
         response = call(what, where, functools.partial(_result, client.post_all_docs_as_stream, db=db, keys=rest,
                                                        include_docs=True, conflicts=True))
         try:
             for row in iter_rows(response.iter_content(STREAM_CHUNK)):
-                if len(leaves) >= len(ids) or row.get("key") != ids[len(leaves)]:
+                if len(rows) >= len(ids) or row.get("key") != ids[len(rows)]:
                     raise CloudantError(f"{what}: the server answered a row for {row.get('key')!r}, not the "
                                         "documents asked for in their order")
-                leaves[ids[len(leaves)]] = _row_live_leaves(row)
-            if len(leaves) < len(ids):
-                raise CloudantError(f"{what}: the server answered {len(leaves)} of the {len(ids)} documents asked for")
+                rows.append(row)
+            if len(rows) < len(ids):
+                raise CloudantError(f"{what}: the server answered {len(rows)} of the {len(ids)} documents asked for")
             break
         except _BODY_FAULTS as exc:
             faults = _after_body_fault(faults, exc, what, where)
         finally:
             response.close()
-    return leaves
+    return rows
+
+
+def delete_database(client: CloudantV1, db: str) -> None:
+    call(f"deleting database '{db}'", f"{client.service_url}/{db}", lambda: client.delete_database(db=db).get_result())
 
 
 def write_revisions(client: CloudantV1, db: str, docs: list[dict[str, Any]], what: str) -> None:

@@ -95,10 +95,18 @@ def _drill(r: dict[str, Any]) -> str:
     if sample.get("checked"):
         lines.append(f"  source sample: {sample.get('checked')} checked, {sample.get('unchanged_equal')} unchanged "
                      f"and equal, {sample.get('changed_since_backup')} changed since the backup")
-    lines += [f"  differs: {d}" for d in r.get("differences", [])]
+    lines += [f"  differs: {_difference(d)}" for d in r.get("differences", [])]
     if r.get("scratch_deleted") is False:
         lines.append(f"  the scratch database {r.get('drill_db')} could not be deleted: delete it by hand")
     return "\n".join(lines)
+
+
+def _difference(d: Any) -> str:
+    if not isinstance(d, dict):
+        return str(d)
+    details = ", ".join(f"{k} {v}" for k, v in d.items() if k not in ("id", "differs"))
+    what = f"{d.get('differs', '')}" + (f" ({details})" if details else "")
+    return f"{d['id']}: {what}" if d.get("id") else what
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {

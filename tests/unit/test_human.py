@@ -195,12 +195,13 @@ def test_a_drill_that_found_the_backup_equal() -> None:
 
 def test_a_drill_that_differs_lists_the_differences_the_scratch_left_and_the_error() -> None:
     result = {**DRILL, "ok": False, "equal": False, "scratch_deleted": False, "sample": {"checked": 0},
-              "differences": ["doc-1: body differs", "doc-7: missing from the restore"],
+              "differences": [{"id": "doc-1", "differs": "rev", "backup": "2-b", "restored": "1-a"},
+                              {"id": "doc-7", "differs": "missing"}],
               "error": "the restored database differs from the backup: 2 differences"}
     assert render(result, "drill").splitlines() == [
         f"drill of orders: NOT EQUAL -- 1,234 docs of {KEY} restored into orders-drill-1 and compared in 4.2 s",
-        "  differs: doc-1: body differs",
-        "  differs: doc-7: missing from the restore",
+        "  differs: doc-1: rev (backup 2-b, restored 1-a)",
+        "  differs: doc-7: missing",
         "  the scratch database orders-drill-1 could not be deleted: delete it by hand",
         "error: the restored database differs from the backup: 2 differences",
     ]
