@@ -131,3 +131,11 @@ def test_summary_of_a_success_says_ok_with_its_counts() -> None:
     assert summary({"ok": True, "complete": False, "operation": "restore", "database": "orders"}, "restore") == \
         "cloudant-cos-backup: restore of orders ok (checkpointed, continues in the next invocation)"
     assert summary({"ok": True, "operation": "verify"}, "verify") == "cloudant-cos-backup: verify ok"
+
+
+def test_an_invalid_notify_url_is_not_made_a_secret() -> None:
+    """Masking a refused value would mangle every message of the run: `https://` masked every URL's scheme."""
+    from backup.redaction import redact
+
+    error_for(NOTIFY_URL="https://")
+    assert redact("see https://example.com/docs") == "see https://example.com/docs"
