@@ -222,7 +222,8 @@ class MultipartUpload:
         # One part uploads in the background while the next one fills: memory is two parts at most.
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-upload")
         self._in_flight: Future[dict[str, Any]] | None = None
-        self._last_body: bytearray | None = None  # the short last part complete() sent, while in flight
+        self._sending: bytearray | None = None  # the body of the part in flight, until it is recorded
+        self._last = False  # the part in flight is the short last one complete() sent
         # A part number given up by a checkpoint is never reused (next_part): its request may still land.
         self._next_number = max(next_part, self.parts[-1]["PartNumber"] + 1 if self.parts else 1)
         self._completed = False
@@ -304,7 +305,7 @@ class MultipartUpload:
             raise CosError(f"uploading {where(self.bucket, self.key)}: more than {MAX_PARTS} parts needed; raise PART_SIZE_MB")
         self._wait()  # at most one part in flight; a failure of the previous part surfaces here
         body, self._buffer = self._buffer, bytearray()  # handed over whole: no copy of the part
-        self._last_body = body if last else None
+        self._sending, self._last = body, last
         record = {"PartNumber": number, "size": len(body), "mark": self.mark, "docs": self.docs, "lines": self.lines,
                   "counts": dict(self.counts)}
         self._next_number += 1
@@ -335,34 +336,32 @@ class MultipartUpload:
             future, self._in_flight = self._in_flight, None
             part = future.result()
             self.parts.append(part)
-            self._last_body = None  # recorded: no longer the caller's to take back
+            self._sending = None  # recorded: no longer the caller's to take back
             self.log.info("part_uploaded", key=self.key, part=part["PartNumber"], bytes=part["size"],
                           total_bytes=self.uploaded_bytes)
 
     def take_buffer(self) -> bytes:
-        """For a checkpoint: the lines written but not yet in a part (fewer bytes than a part); the upload
-        forgets them. A part still in flight after a short wait is given up, and the lines after it with it:
-        the counts and the resume mark go back to the last part uploaded, and those lines are read again.
-        The last part, sent by `complete()` when the deadline came, is never kept as a part: it may be under
-        5 MiB and the next invocation may read more after it, so its lines go back into the tail.
-        Either way the part's number stays used (`next_part`): a request given up may still land later,
-        and then it lands on a number the completed upload does not list."""
+        """For a checkpoint: the bytes written but not yet in an uploaded part; the upload forgets them, and the
+        totals (docs, lines, mark) stay those of the last line written.
+
+        A part still in flight after a short wait is given up, but never its bytes: they go back into the tail,
+        before the lines written after it. (Reading those lines again from the last part that landed is not an
+        option: with compression or encryption that point is in the middle of a gzip member or an age stream.)
+        The last part, sent by `complete()` when the deadline came, is never kept as a part even when it lands:
+        it may be under 5 MiB and the next invocation may read more after it. Either way the part's number stays
+        used (`next_part`): a request given up may still land later, on a number the completed upload does not list."""
         if self._in_flight is not None and (wait := self._time_to_wait()) is not None:
             # A part about to land is kept: wait for it up to half the safety margin before the hard deadline.
             try:
                 self._in_flight.result(timeout=wait)
             except Exception:  # noqa: BLE001 - still running (timeout) or failed: given up below either way
                 pass
-        if self._last_body is not None:
-            body, self._last_body = bytes(self._last_body), None
-            self._abandoned = self._in_flight is not None and not self._in_flight.done()
-            self._in_flight = None
+        if self._in_flight is not None and (self._last or not self._in_flight.done()):
+            assert self._sending is not None
+            body = bytes(self._sending) + bytes(self._buffer)
+            self._abandoned = not self._in_flight.done()
+            self._in_flight, self._sending, self._buffer = None, None, bytearray()
             return body
-        if self._in_flight is not None and not self._in_flight.done():
-            self._in_flight, self._abandoned = None, True
-            self._restore_counts(self.parts[-1] if self.parts else {})
-            self._buffer = bytearray()
-            return b""
         self._wait()
         body, self._buffer = bytes(self._buffer), bytearray()
         return body

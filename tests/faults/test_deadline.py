@@ -80,6 +80,35 @@ def test_a_last_part_sent_as_the_deadline_comes_goes_back_into_the_tail(seaweed,
     assert incomplete_uploads(s3_client, bucket) == []
 
 
+def test_a_part_stalled_at_the_deadline_goes_back_into_the_tail_with_the_lines_after_it(seaweed, bucket, s3_client,
+                                                                                          s3_proxy):
+    """A full part is in flight when the deadline comes and does not land in time. Its bytes go into the tail,
+    before the lines written after it, and the totals stay at the last line written: a compressed or encrypted
+    stream cannot be re-read from the end of the last part that landed (that is the middle of a gzip member or an
+    age stream), so no line may be given up to be read again. The part's number stays used."""
+    now = [0.0]
+    deadline = Deadline(100.0, 4.0, lambda: now[0])
+    s3_proxy.add_rule(UPLOAD_PART, Fault.stall(3.0))
+    big, small = b"[" + b"x" * (6 * MIB) + b"]\n", b'["after"]\n'
+    with cos.MultipartUpload(client_via(seaweed, s3_proxy.url), bucket, "stalled.jsonl", 5 * MIB, CapturedLog(),
+                             deadline=deadline) as first:
+        first.write(big, mark="id-1", docs=1)  # a whole part: sent, and stalled
+        first.write(small, mark="id-2", docs=1)
+        now[0] = 96.5
+        tail = first.take_buffer()
+    assert tail == big + small and first.parts == [] and (first.docs, first.lines, first.mark) == (2, 2, "id-2")
+    assert first.next_part == 2
+
+    with cos.MultipartUpload(s3_client, bucket, "stalled.jsonl", 5 * MIB, CapturedLog(), upload_id=first.upload_id,
+                             parts=first.parts, next_part=first.next_part) as second:
+        second.write(tail, mark="id-2", docs=2, lines=2)
+        _wait_for_part(s3_client, bucket, "stalled.jsonl", first.upload_id, 1, len(big))  # the given-up one, landed
+        second.complete()
+    assert [p["PartNumber"] for p in second.parts] == [2]
+    assert s3_client.get_object(Bucket=bucket, Key="stalled.jsonl")["Body"].read() == big + small
+    assert incomplete_uploads(s3_client, bucket) == []
+
+
 def _wait_for_part(s3: Any, bucket: str, key: str, upload_id: str, number: int, size: int, timeout: float = 20) -> None:
     give_up = time.monotonic() + timeout
     while (number, size) not in [(p["PartNumber"], p["Size"])
