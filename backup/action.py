@@ -21,7 +21,10 @@ from backup.redaction import IDENTIFIERS, redact, redact_all
 # Each operation's module, imported only when it runs (start-up time is part of every invocation).
 OPERATIONS = {"backup": "backup.backup:run_backup", "restore": "backup.restore:run_restore",
               "list": "backup.listing:run_list", "verify": "backup.verify:run_verify",
-              "drill": "backup.drill:run_drill", "status": "backup.status:run_status"}
+              "drill": "backup.drill:run_drill", "status": "backup.status:run_status",
+              "decrypt": "backup.decrypt:run_decrypt"}
+# Operations of the command line only: they write a local file, which an action could not give back.
+LOCAL_ONLY = ("decrypt",)
 
 
 def _operation(name: str) -> Callable[[Config, Log], dict[str, Any]]:
@@ -68,4 +71,9 @@ def answer(args: Mapping[str, Any], log: Log) -> tuple[dict[str, Any], BackupErr
 
 
 def main(args: Mapping[str, Any], log: Log | None = None) -> dict[str, Any]:
+    """The OpenWhisk action (and the Code Engine job's) entry point."""
+    operation = args.get("OPERATION") if isinstance(args, Mapping) else None
+    if isinstance(operation, str) and operation.strip().lower() in LOCAL_ONLY:
+        return {"error": f"OPERATION {operation.strip().lower()} writes a local file: run it with the command line "
+                         "(`cloudant-cos-backup decrypt --key KEY --output FILE`)", "kind": "config"}
     return answer(args, log or Log())[0]

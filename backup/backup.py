@@ -40,6 +40,7 @@ from backup.plan import instance_of, plan_backup
 from backup.refetch import Refetch, entry
 from backup.retention import apply_retention
 from backup.rows import size_hint
+from backup.stages import Segment, Stages, content_type
 
 # Bytes the reader may run ahead of the uploader. Parts upload in the background while the next fills,
 # so a small pipe keeps both busy; memory is about pipe + 2 parts + one page.
@@ -208,7 +209,7 @@ def _start_plan(config: Config, s3: Any, info: dict[str, Any], log: Log, started
         log.info("full_backup_instead", database=db, because=plan.full_because)
     base = plan.base.name.key if plan.base is not None else None
     since = plan.base.manifest.seq if plan.base is not None and plan.base.manifest is not None else None
-    key = backup_key(config.cos.prefix, db, started)
+    key = backup_key(config.cos.prefix, db, started, config.compression, bool(config.recipients))
     if cos.exists(s3, config.cos.bucket, key):
         raise CosError(f"backing up '{db}': {cos.where(config.cos.bucket, key)} already exists; refusing to overwrite it")
     return Checkpoint(
@@ -217,6 +218,7 @@ def _start_plan(config: Config, s3: Any, info: dict[str, Any], log: Log, started
         base=base, since=since, doc_count=info.get("doc_count"), doc_del_count=info.get("doc_del_count"),
         host=host, instance=instance_of(info),
         full_because=plan.full_because, read_whole=read_whole, attachments=config.attachments,
+        compression=config.compression, compression_level=config.compression_level, recipients=list(config.recipients),
     )
 
 
@@ -286,7 +288,8 @@ def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None
     upload = cos.MultipartUpload(s3, bucket, cp.key, config.tune("PART_SIZE_MB") * MIB, log,
                                  metadata={"database": db, "tool": "cloudant-cos-backup"},
                                  upload_id=cp.upload_id or None, parts=cp.parts, next_part=cp.next_part,
-                                 deadline=deadline)
+                                 deadline=deadline, content_type=content_type(cp.compression, bool(cp.recipients)))
+    stages: Stages | None = None
     stopped = False
     read_check = ReadCheck()
     tracked = resumed  # a checkpoint in the bucket refers to this upload
@@ -308,6 +311,8 @@ def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None
                 counts = {name: n - upload.counts.get(name, 0) for name, n in (cp.tail.get("counts") or {}).items()}
                 upload.write(tail, cp.tail["mark"], cp.tail["docs"] - upload.docs, cp.tail["lines"] - upload.lines,
                              counts)
+            # The tail is stored bytes (a whole segment): what this invocation writes begins a segment of its own.
+            stages = Stages(cp.compression, cp.compression_level, cp.recipients, offset=upload.written)
             reader.thread.start()
             try:
                 while True:
@@ -322,8 +327,9 @@ def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None
                     if line is None:
                         stopped = reader.stopped
                         break
-                    upload.write(line.data, line.mark, line.docs, counts=line.counts)
+                    _write_line(upload, stages, cp, line)
                 if not stopped:
+                    upload.write(stages.end_segment(), upload.mark, 0, lines=0)  # the gzip trailer, age's last chunk
                     read_check = _check_all_read(client, cp, upload.docs - upload.counts.get("leaves", 0))
                     # Before the completion: from then on a failure (a signal) must not come between object and manifest.
                     facts = _database_facts(client, db, info, log)
@@ -334,9 +340,11 @@ def _backup(config: Config, log: Log, client: Any, s3: Any, now: datetime | None
                 stopped = True  # a part upload outlived the deadline: checkpoint without it
             pipe.cancel()
             if stopped:
-                return _with_leftovers(_checkpoint(config, store, cp, upload, log, started_at), leftovers)
+                return _with_leftovers(_checkpoint(config, store, cp, upload, stages, log, started_at), leftovers)
     except BaseException:
         pipe.cancel()
+        if stages is not None:
+            stages.close()
         # Aborted already when the failure left `with upload` (this covers one raised by its own exit, a signal's);
         # the guard keeps an upload another invocation took over.
         upload.abort()
@@ -416,8 +424,16 @@ def _check_all_read(client: Any, cp: Checkpoint, docs: int) -> ReadCheck:
     return ReadCheck(changed, max(0, cp.doc_count - max(0, deleted_after - cp.doc_del_count) - docs))
 
 
-def _checkpoint(config: Config, store: CheckpointStore, cp: Checkpoint, upload: cos.MultipartUpload, log: Log,
-                started_at: float) -> dict[str, Any]:
+def _write_line(upload: cos.MultipartUpload, stages: Stages, cp: Checkpoint, line: Line) -> None:
+    """One line through the stages into the upload; the first of this invocation begins a segment, recorded with
+    where it starts in the object and in the plain text (a reader of the object can begin there)."""
+    if not stages.open and line.data and _transformed(cp):  # plain text is one segment: the stored bytes themselves
+        cp.segments.append(Segment(upload.written, upload.counts.get("plain_bytes", 0)).to_json())
+    upload.write(stages.write(line.data), line.mark, line.docs, counts={**line.counts, "plain_bytes": len(line.data)})
+
+
+def _checkpoint(config: Config, store: CheckpointStore, cp: Checkpoint, upload: cos.MultipartUpload, stages: Stages,
+                log: Log, started_at: float) -> dict[str, Any]:
     """Deadline: keep the upload open, store parts + tail + resume point, hand over to the next invocation."""
     existing, _ = store.read()
     if existing is not None and existing.upload_id != cp.upload_id:
@@ -425,7 +441,7 @@ def _checkpoint(config: Config, store: CheckpointStore, cp: Checkpoint, upload: 
         raise CosError(f"backing up '{cp.database}': another backup of it was checkpointed meanwhile "
                        f"({existing.key}); this one is dropped so the two never mix")
     previous_tail = (cp.tail or {}).get("key")
-    tail = upload.take_buffer()
+    tail = upload.take_buffer() + stages.end_segment()  # what the parts lack, its segment ended: stored bytes
     cp.parts, cp.next_part = upload.parts, upload.next_part
     cp.tail = {"mark": upload.mark, "docs": upload.docs, "lines": upload.lines, "counts": dict(upload.counts)} if tail else None
     cp.lease_owner, cp.lease_until = None, 0.0
@@ -448,6 +464,11 @@ def _checkpoint(config: Config, store: CheckpointStore, cp: Checkpoint, upload: 
         result["continued_by"] = openwhisk.continue_backup(config, log)
     log.info("backup_checkpointed", **result)
     return result
+
+
+def _transformed(cp: Checkpoint) -> bool:
+    """Stored bytes differ from the plain text (compressed or encrypted): the plain size is counted line by line."""
+    return cp.compression != "none" or bool(cp.recipients)
 
 
 def _delete_unverifiable(s3: Any, bucket: str, key: str, log: Log) -> bool:
@@ -475,6 +496,9 @@ def _finish(config: Config, s3: Any, store: CheckpointStore | None, cp: Checkpoi
         invocations=cp.invocations + 1, host=cp.host, instance=cp.instance, doc_count=cp.doc_count,
         attachments=cp.attachments, conflicts=True, conflict_leaves=upload.counts.get("leaves", 0),
         partitioned=facts.partitioned, security=facts.security,
+        compression=cp.compression, compression_level=cp.compression_level,
+        plain_bytes=upload.counts.get("plain_bytes", 0) if _transformed(cp) else upload.uploaded_bytes,
+        segments=cp.segments, encryption={"format": "age", "recipients": cp.recipients} if cp.recipients else None,
     )
     try:
         if store is not None:
@@ -490,6 +514,7 @@ def _finish(config: Config, s3: Any, store: CheckpointStore | None, cp: Checkpoi
         "ok": True, "complete": True, "operation": "backup", "database": cp.database, "bucket": bucket,
         "key": cp.key, "kind": cp.kind, "docs": manifest.docs, "bytes": manifest.bytes, "parts": len(upload.parts),
         "invocations": manifest.invocations, "seconds": seconds, "sha256": manifest.sha256,
+        "compression": cp.compression, "encrypted": bool(cp.recipients), "plain_bytes": manifest.plain_bytes,
     }
     result["attachments"] = cp.attachments
     if skipped := upload.counts.get("attachments_skipped", 0):

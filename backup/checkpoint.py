@@ -58,6 +58,12 @@ class Checkpoint:
     full_because: str | None = None  # why an incremental run makes a full backup
     read_whole: bool = False  # read in one `_all_docs` request: paging lost documents on this server
     attachments: bool = False  # ATTACHMENTS when the backup started (earlier versions: none), for all its invocations
+    # The stream stages, fixed when the backup started (a continuing invocation uses these, never its own
+    # COMPRESSION / ENCRYPT_TO: one object must not mix them); earlier versions: "none", not encrypted.
+    compression: str = "none"
+    compression_level: int | None = None
+    recipients: list[str] = field(default_factory=list)
+    segments: list[dict[str, int]] = field(default_factory=list)  # {"stored", "plain"}: where each invocation began
     parts: list[dict[str, Any]] = field(default_factory=list)
     next_part: int = 0  # the next part's number; 0: after the last part (numbers given up are not reused)
     tail: dict[str, Any] | None = None  # {"key", "size", "sha256", "mark", "docs", "lines", "counts"} of the tail object

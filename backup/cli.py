@@ -1,4 +1,4 @@
-"""The shell command: `cloudant-cos-backup {backup,restore,list,verify,drill,status}` (also `python -m backup`).
+"""The shell command: `cloudant-cos-backup {backup,restore,list,verify,drill,status,decrypt}` (also `python -m backup`).
 
 Reads the same parameter names as the action from environment variables; flags override them.
 On a terminal the result prints as short text and backups and restores draw a progress bar on stderr; with
@@ -44,13 +44,17 @@ FLAGS: dict[str, list[tuple[str, str, str]]] = {
     "status": [(*_DB, "database, a,b,c, or '*' for every database of the account (default: every one in the "
                 "bucket)"), ("--max-age-hours", "MAX_AGE_HOURS", "a newest complete backup older than this is stale"),
                (*_PREFIX, "object key prefix")],
+    "decrypt": [("--key", "COS_KEY", "backup object key, or 'latest' with --db"),
+                ("--output", "OUTPUT", "the plain couchbackup file to write (never overwritten)"),
+                (*_DB, "with --key latest: whose newest backup"), (*_PREFIX, "object key prefix")],
 }
 SWITCHES = {"restore": [("--create-target", "CREATE_TARGET", "create the target database if missing"),
                         ("--allow-non-empty", "ALLOW_NON_EMPTY_TARGET", "write into a target that has documents")]}
 HELP = {"backup": "back up a database into COS", "restore": "restore a backup into a database",
         "list": "list backups, newest first", "verify": "check a backup (and its chain) against its manifest",
         "drill": "restore the newest backup into a scratch database, compare, delete it",
-        "status": "is every database's newest complete backup recent enough?"}
+        "status": "is every database's newest complete backup recent enough?",
+        "decrypt": "write a backup's plain couchbackup file (decrypted, decompressed) for other tools"}
 
 
 def _common(parser: argparse.ArgumentParser, where: str) -> None:

@@ -26,7 +26,6 @@ from backup.gunzip import GZIP_MAGIC, GZIP_WBITS, STEP, gunzip_if_compressed
 
 CODECS = ("gzip", "zstd", "none")
 DEFAULT_CODEC = "gzip"
-SUFFIXES = {"gzip": ".gz", "zstd": ".zst", "none": ""}  # what the object's key ends with, after `_backup.txt`
 # Default levels: each compresses faster than the fastest read of a backup (~40 MB/s) on every kind of data measured
 # (gzip 1: 80-180 MB/s on JSON documents; gzip 6 falls to 25 MB/s on ids and hashes, for 4-8% smaller objects).
 LEVELS = {"gzip": 1, "zstd": 3}

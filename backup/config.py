@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from backup.compression import CODECS, DEFAULT_CODEC
+from backup.encryption import IDENTITY_PREFIX, Identities, parse_recipients
 from backup.errors import ConfigError
 from backup.redaction import MASK, Secret, register
 
@@ -26,7 +28,7 @@ _DB_NAME_MAX = 238
 SYSTEM_DBS = ("_users", "_replicator", "_global_changes")
 # A scheme at the very start of a value: what may be echoed before a masked userinfo.
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-OPERATIONS = ("backup", "restore", "list", "verify", "drill", "status")
+OPERATIONS = ("backup", "restore", "list", "verify", "drill", "status", "decrypt")
 # Where a notification may be sent: https, or http only on this machine (a test's receiver).
 NOTIFY_ON = ("failure", "always")
 
@@ -64,6 +66,8 @@ TUNABLES = (
             "must stay under 1 MB)"),
     Tunable("MAX_AGE_HOURS", 26, 1, 24 * 365, "status: a database whose newest complete backup is older than this "
             "(or that has none) is stale"),
+    Tunable("COMPRESSION_LEVEL", 0, 0, 19, "the codec's level (0: its default, gzip 1 and zstd 3; gzip takes 1-9, "
+            "zstd 1-19)"),
     Tunable("DRILL_SAMPLE", 100, 0, 100_000, "drill: how many documents of the backup to compare with the live "
             "source too (those unchanged since the backup must be equal; 0: none)"),
 )
@@ -73,7 +77,7 @@ BACKUP_MODES = ("full", "incremental")
 # IAM_TOKEN_URL: the IAM API keys are sent to it, so it never travels in a payload.
 PUBLIC_PARAMS = (
     "OPERATION", "BACKUP_MODE", "COS_PREFIX", "COS_BUCKET", "COS_ENDPOINT", "CONTINUE_ASYNC",
-    "CLOUDANT_GZIP", "ATTACHMENTS", "RESTORE_SECURITY", "NOTIFY_ON",
+    "CLOUDANT_GZIP", "ATTACHMENTS", "RESTORE_SECURITY", "NOTIFY_ON", "COMPRESSION", "ENCRYPT_TO",
     "INCLUDE_SYSTEM_DBS", "DISABLE_TLS_VERIFY", *(t.name for t in TUNABLES),
 )
 # Every parameter this tool reads (tests/unit/test_typos.py checks that load_config reads no other). Any other name
@@ -83,10 +87,12 @@ PARAMETERS = (
     "CLOUDANT_GZIP", "COS_ENDPOINT", "COS_BUCKET", "COS_API_KEY", "COS_SERVICE_INSTANCE_ID", "COS_ACCESS_KEY_ID",
     "COS_SECRET_ACCESS_KEY", "COS_PREFIX", "COS_KEY", "IAM_TOKEN_URL", "DISABLE_TLS_VERIFY", "SOURCE_DB", "SOURCE_URL",
     "CREATE_TARGET", "ALLOW_NON_EMPTY_TARGET", "BACKUP_MODE", "CONTINUE_ASYNC", "CONTINUE_HOP", "INCLUDE_SYSTEM_DBS",
-    "ATTACHMENTS", "RESTORE_SECURITY", "DRILL_DB", "NOTIFY_URL", "NOTIFY_ON", *(t.name for t in TUNABLES),
+    "ATTACHMENTS", "RESTORE_SECURITY", "DRILL_DB", "NOTIFY_URL", "NOTIFY_ON", "COMPRESSION", "ENCRYPT_TO",
+    "AGE_IDENTITY", "OUTPUT", *(t.name for t in TUNABLES),
 )
 # An unknown name with one of these prefixes is meant for us, whatever else it says.
-OUR_PREFIXES = ("CLOUDANT_", "COS_", "BACKUP_", "RESTORE_", "KEEP_", "FULL_", "DRILL_", "NOTIFY_")
+OUR_PREFIXES = ("CLOUDANT_", "COS_", "BACKUP_", "RESTORE_", "KEEP_", "FULL_", "DRILL_", "NOTIFY_", "AGE_", "ENCRYPT_",
+                "COMPRESSION")
 # ...and so is one this close to a parameter's name (insertions, deletions, substitutions, swaps).
 TYPO_DISTANCE = 2
 
@@ -150,6 +156,11 @@ class Config:
     hop: int = 0  # CONTINUE_HOP: how many times this backup already re-invoked itself
     drill_db: str | None = None  # DRILL_DB: the scratch database a drill restores into (None: a name made up)
     notify: Notify | None = None  # NOTIFY_URL / NOTIFY_ON
+    compression: str = "gzip"  # COMPRESSION of a new backup (a backup being continued keeps its own)
+    compression_level: int | None = None  # COMPRESSION_LEVEL (None: the codec's default)
+    recipients: tuple[str, ...] = ()  # ENCRYPT_TO: age public keys a new backup is encrypted to (none: not encrypted)
+    identities: Identities | None = None  # AGE_IDENTITY: the private keys that read encrypted backups
+    output: str | None = None  # OUTPUT: where `decrypt` writes the plain backup file
     public_params: dict[str, Any] = field(default_factory=dict)  # PUBLIC_PARAMS as given
     # What the run should say before it starts (log and result): probable typos, an anonymous connection.
     warnings: tuple[str, ...] = ()
@@ -544,7 +555,8 @@ def load_config(args: Mapping[str, Any]) -> Config:
     source_db = p.text("SOURCE_DB")
     if source_db is not None and (problem := check_db_name(source_db, "SOURCE_DB")):
         p.add(problem)
-    key = p.text("COS_KEY", required=operation in ("restore", "verify"))
+    key = p.text("COS_KEY", required=operation in ("restore", "verify", "decrypt"))
+    output = p.text("OUTPUT", required=operation == "decrypt")
     if operation == "verify" and key == "latest" and not (source_db or db):
         p.add("COS_KEY latest needs SOURCE_DB (or CLOUDANT_DB) to say whose backups")
     if operation == "restore" and key == "latest" and not source_db:
@@ -576,6 +588,8 @@ def load_config(args: Mapping[str, Any]) -> Config:
     attachments = p.optional_flag("ATTACHMENTS", True)
     restore_security = p.optional_flag("RESTORE_SECURITY")
     notify = notify_of(args, p)
+    compression, level = _compression(p, tuning["COMPRESSION_LEVEL"])
+    recipients, identities = _keys(p)
     warnings = unknown_parameters(args)
     if p.items:
         raise ConfigError("invalid parameters: " + "; ".join(p.items + warnings))  # a typo may be why
@@ -588,9 +602,46 @@ def load_config(args: Mapping[str, Any]) -> Config:
         source_host=source_host, create_target=create_target, allow_non_empty=allow_non_empty, mode=mode, dbs=dbs, many=many,
         include_system_dbs=include_system_dbs, continue_async=continue_async, hop=hop,
         attachments=bool(attachments), restore_security=restore_security, drill_db=drill_db, notify=notify,
+        compression=compression, compression_level=level, recipients=recipients, identities=identities, output=output,
         public_params={name: args[name] for name in PUBLIC_PARAMS if args.get(name) is not None},
         warnings=tuple(warnings),
     )
+
+
+def _compression(p: _Problems, level: int) -> tuple[str, int | None]:
+    """COMPRESSION and COMPRESSION_LEVEL (0: the codec's default)."""
+    codec = (p.text("COMPRESSION") or DEFAULT_CODEC).lower()
+    if codec not in CODECS:
+        p.add(f"COMPRESSION must be one of {', '.join(CODECS)}, got {p.args.get('COMPRESSION')!r}")
+        return DEFAULT_CODEC, None
+    if level and codec == "none":
+        p.add("COMPRESSION_LEVEL is set but COMPRESSION is none")
+    elif level > 9 and codec == "gzip":
+        p.add(f"COMPRESSION_LEVEL must be between 1 and 9 for gzip, got {level}")
+    return codec, level or None
+
+
+def _keys(p: _Problems) -> tuple[tuple[str, ...], Identities | None]:
+    """ENCRYPT_TO (public keys: not secret) and AGE_IDENTITY (private keys: registered as secrets before they are
+    parsed, each key line too, so no message can show one)."""
+    recipients: tuple[str, ...] = ()
+    identities = None
+    raw = p.text("ENCRYPT_TO")
+    if raw is not None:
+        try:
+            recipients = parse_recipients(raw)
+        except ConfigError as exc:
+            p.add(str(exc))
+    secret = p.secret("AGE_IDENTITY")
+    if secret is not None:
+        for line in secret.reveal().splitlines():
+            if line.strip().upper().startswith(IDENTITY_PREFIX):
+                register(line.strip())
+        try:
+            identities = Identities.parse(secret.reveal())
+        except ConfigError as exc:
+            p.add(str(exc))
+    return recipients, identities
 
 
 def notify_of(args: Mapping[str, Any], p: _Problems | None = None) -> Notify | None:

@@ -208,8 +208,10 @@ class MultipartUpload:
     def __init__(self, s3: Any, bucket: str, key: str, base_part_size: int, log: Log,
                  metadata: dict[str, str] | None = None, upload_id: str | None = None,
                  parts: list[dict[str, Any]] | None = None, next_part: int = 0,
-                 deadline: Deadline | None = None, guard: Callable[[], bool] | None = None) -> None:
+                 deadline: Deadline | None = None, guard: Callable[[], bool] | None = None,
+                 content_type: str = "text/plain; charset=utf-8") -> None:
         self.s3, self.bucket, self.key = s3, bucket, key
+        self.content_type = content_type
         self.deadline = deadline
         self.guard = guard
         self.base = base_part_size
@@ -218,6 +220,7 @@ class MultipartUpload:
         self.upload_id = upload_id  # given: continue an upload a checkpoint recorded
         self.parts: list[dict[str, Any]] = [dict(p) for p in parts or []]
         self._restore_counts(self.parts[-1] if self.parts else {})
+        self.written = self.uploaded_bytes  # bytes of the object so far: parts, the part in flight, the buffer
         self._buffer = bytearray()
         # One part uploads in the background while the next one fills: memory is two parts at most.
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-upload")
@@ -249,7 +252,7 @@ class MultipartUpload:
             response = call(
                 f"starting upload of {where(self.bucket, self.key)}",
                 lambda: self.s3.create_multipart_upload(
-                    Bucket=self.bucket, Key=self.key, ContentType="text/plain; charset=utf-8", Metadata=self.metadata
+                    Bucket=self.bucket, Key=self.key, ContentType=self.content_type, Metadata=self.metadata
                 ),
             )
             self.upload_id = response["UploadId"]
@@ -291,6 +294,7 @@ class MultipartUpload:
         """Whole lines, with the resume mark after them, the docs they hold and any other `counts` of theirs to add
         up (kept per part, like docs, so a checkpoint knows them as of its last part)."""
         self._buffer += data
+        self.written += len(data)
         self.docs += docs
         self.lines += lines
         self.mark = mark

@@ -27,14 +27,16 @@ from backup.clients import make_clients
 from backup.compare import KEPT, Comparison, Tally, check_sample, runs
 from backup.config import Config, check_db_name
 from backup.deadline import Deadline
+from backup.encryption import Identities
 from backup.errors import BackupError, CloudantError, ConfigError, CosError, FormatError, Interrupted
 from backup.format import LineDecoder
 from backup.log import Log
 from backup.manifest import Manifest
 from backup.reading import object_lines
-from backup.restore import _prepare_target, run_restore
+from backup.restore import _prepare_target, check_identities, run_restore
 from backup.resume import Position, RestorePoints
 
+KEYS = "checking AGE_IDENTITY"
 DB_NAME_MAX = 238  # CouchDB's longest database name
 OUT_OF_TIME = ("did not finish in this invocation's time: run the drill where it has more time, e.g. the CLI or a "
                "Code Engine job")
@@ -72,6 +74,8 @@ def run_drill(config: Config, log: Log, now: datetime | None = None) -> dict[str
     step = "the restore failed"  # a chain that cannot be read: the restore would fail for it
     try:
         chain = _chain(s3, bucket, key)
+        step = KEYS
+        check_identities(bucket, chain, config.identities)  # a missing or wrong key: before anything is made
         if len(chain) > 1:
             result["chain"] = [k for k, _ in chain]
         step = "creating the scratch database"
@@ -89,6 +93,8 @@ def run_drill(config: Config, log: Log, now: datetime | None = None) -> dict[str
     except _Failed as exc:
         result["error"] = f"drill failed: {exc}"
     except BackupError as exc:
+        if step == KEYS:
+            raise  # a configuration error (exit code 2), like any other
         result.update(error=f"drill failed: {step}: {exc}", kind=exc.kind)
     finally:
         with interrupt.deferred():  # a signal waits: the scratch database must not outlive the drill
@@ -185,10 +191,11 @@ def _restore(config: Config, scratch: str, key: str, log: Log) -> dict[str, Any]
     return run_restore(target, log)
 
 
-def _entries(s3: Any, bucket: str, key: str, manifest: Manifest | None, deadline: Deadline) -> Iterator[dict[str, Any]]:
+def _entries(s3: Any, bucket: str, key: str, manifest: Manifest | None, deadline: Deadline,
+             identities: Identities | None) -> Iterator[dict[str, Any]]:
     """The documents of one chain member, read again from COS as the restore read them (each part verified)."""
     decoder = LineDecoder()
-    for raw, _ in object_lines(s3, bucket, key, manifest, Position()):
+    for raw, _ in object_lines(s3, bucket, key, manifest, Position(), identities):
         if deadline.reached():
             raise _Failed(f"the comparison {OUT_OF_TIME}")
         line = decoder.decode(raw)
@@ -206,7 +213,7 @@ def _compare(config: Config, client: Any, s3: Any, chain: list[tuple[str, Manife
     for index in range(len(chain) - 1, -1, -1):  # newest first: its entry of a document is the final one
         key, manifest = chain[index]
         comparison.member(index)
-        for run in runs(_entries(s3, config.cos.bucket, key, manifest, deadline)):
+        for run in runs(_entries(s3, config.cos.bucket, key, manifest, deadline, config.identities)):
             comparison.add(run)
     comparison.finish()
     restored = cloudant.database_info(client, scratch).get("doc_count")

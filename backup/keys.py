@@ -1,6 +1,7 @@
 """Object keys: pure, reversible functions, so a plain LIST can be parsed back into backups.
 
-Key of a backup: `<prefix><db>_<ISO-8601 UTC time with microseconds>_backup.txt` (the seed's shape).
+Key of a backup: `<prefix><db>_<ISO-8601 UTC time with microseconds>_backup.txt` (the seed's shape), then `.gz` or
+`.zst` when compressed and `.age` when encrypted (`..._backup.txt.gz.age`: what a person must run on it, in order).
 Its manifest (what `verify` checks against) sits beside it: `<backup key>.manifest.json`.
 Microseconds make two backups of one database started in the same millisecond still distinct.
 
@@ -16,12 +17,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 SUFFIX = "_backup.txt"
+CODEC_SUFFIXES = {"gzip": ".gz", "zstd": ".zst", "none": ""}
+AGE_SUFFIX = ".age"
+_ENDING = r"_backup\.txt(?:\.gz|\.zst)?(?:\.age)?"
 MANIFEST_SUFFIX = ".manifest.json"
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 SLASH = "%2F"
-_TIME_AND_SUFFIX = r"_\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z_backup\.txt"
+_TIME_AND_SUFFIX = r"_\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z" + _ENDING
 # The database part also admits a leading "_": system databases (_users, _replicator) can be backed up.
-_KEY = re.compile(r"^(?P<db>[a-z_](?:[a-z0-9_$()+/-]|%2F)*)_(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z)_backup\.txt$")
+_KEY = re.compile(r"^(?P<db>[a-z_](?:[a-z0-9_$()+/-]|%2F)*)_(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z)" + _ENDING + "$")
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,8 @@ def encode_db(db: str) -> str:
     return db.replace("/", SLASH)
 
 
-def backup_key(prefix: str, db: str, when: datetime) -> str:
-    return f"{prefix}{encode_db(db)}_{format_time(when)}{SUFFIX}"
+def backup_key(prefix: str, db: str, when: datetime, codec: str = "none", encrypted: bool = False) -> str:
+    return f"{prefix}{encode_db(db)}_{format_time(when)}{SUFFIX}{CODEC_SUFFIXES[codec]}{AGE_SUFFIX if encrypted else ''}"
 
 
 def listing_prefixes(prefix: str, db: str | None) -> list[str]:

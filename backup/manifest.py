@@ -52,6 +52,13 @@ class Manifest:
     # The database itself, for a restore to give the target:
     partitioned: bool | None = None  # props.partitioned
     security: dict[str, Any] | None = None  # its `_security` object; None: not read (no permission, or earlier versions)
+    # The stream stages (see stages.py). `bytes`, `sha256` and `parts` are of the stored bytes, so verify checks an
+    # object without decompressing or decrypting it; earlier versions: "none", no segments, not encrypted.
+    compression: str = "none"  # "gzip" | "zstd" | "none"
+    compression_level: int | None = None
+    plain_bytes: int | None = None  # the plain text's size (the couchbackup file); None in earlier versions: `bytes`
+    segments: list[dict[str, int]] = field(default_factory=list)  # [{"stored", "plain"}]: where each invocation began
+    encryption: dict[str, Any] | None = None  # {"format": "age", "recipients": [public keys]}: one age stream a segment
     format: str = field(default=FORMAT)
 
     def to_json(self) -> dict[str, Any]:
@@ -82,7 +89,45 @@ class Manifest:
             return f"its parts add up to {sum(p['size'] for p in self.parts)} bytes, not {self.bytes}"
         if combined_sha256([p["sha256"] for p in self.parts]) != self.sha256:
             return "its parts' sha256s do not make its sha256"
+        return self._stages_inconsistency()
+
+    def _stages_inconsistency(self) -> str | None:
+        if self.compression not in ("gzip", "zstd", "none"):
+            return f"compression {self.compression!r} is unknown to this version"
+        if self.plain_bytes is not None and (not isinstance(self.plain_bytes, int) or self.plain_bytes < 0):
+            return "plain_bytes is not a count"
+        if not isinstance(self.segments, list) or not all(
+                isinstance(s, dict) and isinstance(s.get("stored"), int) and isinstance(s.get("plain"), int)
+                for s in self.segments):
+            return "a segment is not {stored, plain}"
+        stored = [s["stored"] for s in self.segments]
+        plain = [s["plain"] for s in self.segments]
+        if stored and (stored[0] != 0 or plain[0] != 0 or stored != sorted(set(stored)) or plain != sorted(set(plain))
+                       or stored[-1] >= max(self.bytes, 1) or plain[-1] > self.plain_size):
+            return "its segments do not start at 0 and grow within the object"
+        if self.encryption is not None:
+            recipients = self.encryption.get("recipients") if isinstance(self.encryption, dict) else None
+            if (self.encryption.get("format") != "age" or not isinstance(recipients, list) or not recipients
+                    or not all(isinstance(r, str) for r in recipients)):
+                return "its encryption is not {format: age, recipients: [...]}"
+            if not self.segments and self.bytes:
+                return "it is encrypted but records no segment (where its age streams start)"
         return None
+
+    @property
+    def plain_size(self) -> int:
+        """Bytes of the plain text (the couchbackup file the object decodes to)."""
+        return self.plain_bytes if self.plain_bytes is not None else self.bytes
+
+    @property
+    def recipients(self) -> list[str] | None:
+        """The age public keys it is encrypted to; None: not encrypted."""
+        return list(self.encryption["recipients"]) if self.encryption else None
+
+    @property
+    def transformed(self) -> bool:
+        """Stored bytes are not the plain text: compressed, or encrypted."""
+        return self.compression != "none" or self.encryption is not None
 
 
 class PartHasher:

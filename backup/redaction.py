@@ -32,6 +32,8 @@ _BARE_USERINFO = re.compile(
 )
 # bearer tokens and basic credentials in any quoted header
 _AUTH_HEADER = re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+# an age private key, registered or not (AGE_IDENTITY's keys are registered too: this is defence in depth)
+_AGE_SECRET_KEY = re.compile(r"(?i)AGE-SECRET-KEY-1[0-9A-Z]{20,}")
 
 _lock = threading.Lock()
 _known: set[str] = set()
@@ -99,7 +101,7 @@ def redact(text: str) -> str:
     text = _URL_USERINFO.sub(lambda m: m.group("scheme") + MASK + "@", text)
     text = _BARE_USERINFO.sub(MASK + "@", text)
     text = _AUTH_HEADER.sub(lambda m: m.group(1) + m.group(2) + " " + MASK, text)
-    return text
+    return _AGE_SECRET_KEY.sub(MASK, text)
 
 
 # Fields of a result or a log line whose values name things (built from the prefix, database names and times, never

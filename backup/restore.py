@@ -27,6 +27,7 @@ from backup.catalog import chain_for, latest_key
 from backup.clients import make_clients
 from backup.config import Config
 from backup.deadline import Deadline
+from backup.encryption import Identities
 from backup.errors import BackupError, CloudantError, CosError, DatabaseNotEmptyError, FormatError
 from backup.format import SKIPPED_KEPT, LineDecoder, bulk_docs_json, edit_runs
 from backup.leaves import stale_leaves, tombstone
@@ -35,6 +36,7 @@ from backup.manifest import Manifest
 from backup.plan import instance_of
 from backup.reading import object_lines
 from backup.resume import Position, RestorePoint, RestorePoints
+from backup.stages import require
 from backup.writer import BatchWriter, HeldDesignDocs, Target, chain_total, is_design
 
 # A `_bulk_docs` request ends at RESTORE_BATCH_SIZE documents or at about this many bytes of them: Cloudant
@@ -177,7 +179,8 @@ def _close_stale(client: Any, db: str, leaf_sets: dict[str, frozenset[str]]) -> 
 
 
 def _apply(target: Target, s3: Any, bucket: str, key: str, manifest: Manifest | None, member: int,
-           designs: HeldDesignDocs, position: Position, deadline: Deadline, design_only: bool = False) -> bool:
+           designs: HeldDesignDocs, position: Position, deadline: Deadline, design_only: bool = False,
+           identities: Identities | None = None) -> bool:
     """Stream one object, from `position` on, into the database: lines -> batches -> `_bulk_docs` (several in
     flight). True when it stopped for the deadline (between two lines, everything before written; `position`
     says where to go on; at least one line is read first, so every invocation gets on), False at its end.
@@ -197,7 +200,7 @@ def _apply(target: Target, s3: Any, bucket: str, key: str, manifest: Manifest | 
         return BatchWriter(target, STALE_CHECK_IDS if incremental else 0, position.run)
 
     try:
-        for raw, offset in object_lines(s3, bucket, key, manifest, position):
+        for raw, offset in object_lines(s3, bucket, key, manifest, position, identities):
             line = decoder.decode(raw)
             if line is not None and line.metadata and line.metadata.get("backup") == "incremental" and manifest is None:
                 raise FormatError(f"restoring {where}: an incremental backup whose manifest is missing: the backups it "
@@ -256,14 +259,15 @@ def _add_docs(target: Target, writer: BatchWriter, designs: HeldDesignDocs, docs
 
 
 def _run_chain(target: Target, s3: Any, bucket: str, chain: list[tuple[str, Manifest | None]], point: RestorePoint,
-               designs: HeldDesignDocs, deadline: Deadline, log: Log) -> bool:
+               designs: HeldDesignDocs, deadline: Deadline, log: Log, identities: Identities | None = None) -> bool:
     """Every member's documents, then the design documents, from where `point` says. True: stopped for the
     deadline (point says where to go on)."""
     if point.phase == "docs":
         for member in range(point.member, len(chain)):
             point.member = member
             object_key, manifest = chain[member]
-            if _apply(target, s3, bucket, object_key, manifest, member, designs, point.position, deadline):
+            if _apply(target, s3, bucket, object_key, manifest, member, designs, point.position, deadline,
+                      identities=identities):
                 return True
             log.info("restore_applied", database=point.database, key=object_key, written=target.totals["docs"])
             point.position = Position()
@@ -280,7 +284,8 @@ def _run_chain(target: Target, s3: Any, bucket: str, chain: list[tuple[str, Mani
     for member in range(point.member, len(chain)):
         point.member = member
         object_key, manifest = chain[member]
-        if _apply(target, s3, bucket, object_key, manifest, member, designs, point.position, deadline, True):
+        if _apply(target, s3, bucket, object_key, manifest, member, designs, point.position, deadline, True,
+                  identities):
             return True
         point.position = Position()
     return False
@@ -298,6 +303,13 @@ def _check_sizes(s3: Any, bucket: str, chain: list[tuple[str, Manifest | None]],
             raise FormatError(f"restoring {cos.where(bucket, object_key)}: it is {found}, but its manifest recorded "
                               f"{manifest.bytes} bytes: truncated or replaced since the backup"
                               + ("" if resumed else "; nothing was written"))
+
+
+def check_identities(bucket: str, chain: list[tuple[str, Manifest | None]], identities: Identities | None) -> None:
+    """Before anything is written: AGE_IDENTITY opens every encrypted backup of the chain (no I/O)."""
+    for object_key, manifest in chain:
+        if manifest is not None and manifest.recipients is not None:
+            require(identities, manifest.recipients, f"restoring {cos.where(bucket, object_key)}: the backup")
 
 
 def _begin(config: Config, client: Any, s3: Any, points: RestorePoints, point: RestorePoint | None,
@@ -319,6 +331,7 @@ def _begin(config: Config, client: Any, s3: Any, points: RestorePoints, point: R
         raise FormatError(f"restoring {cos.where(bucket, key)}: its chain is not the one this checkpointed restore "
                           f"began with ({', '.join(point.chain)})")
     _check_sizes(s3, bucket, chain, resumed=point is not None)
+    check_identities(bucket, chain, config.identities)
     if point is not None:
         _check_same_target(client, point)
         log.info("restore_resumed", database=db, key=key, member=point.member, line=point.position.line,
@@ -380,7 +393,7 @@ def run_restore(config: Config, log: Log) -> dict[str, Any]:
                         log=log, progress_every=config.tune("PROGRESS_EVERY"),
                         total=chain_total(m for _, m in chain), database=db)
         try:
-            stopped = _run_chain(target, s3, bucket, chain, point, designs, deadline, log)
+            stopped = _run_chain(target, s3, bucket, chain, point, designs, deadline, log, config.identities)
         except BackupError as exc:
             failure = exc
     # The pool is shut down: every write sent has ended, so the target's count below is exact.

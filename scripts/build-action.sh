@@ -83,6 +83,8 @@ LIMIT = 48 * 1024 * 1024
 SKIP_DIRS = {"__pycache__"}
 # A package's own test suite is never imported at run time.
 SKIP_PACKAGE_DIRS = {"tests", "test"}
+# zstandard ships two backends of ~12 MB each; it imports the C one (backend_c) on CPython, never the cffi one.
+SKIP_FILES = ("zstandard/_cffi.", "zstandard/backend_cffi.py")
 
 
 def files(base, arc_base, top_level_skip=()):
@@ -98,7 +100,10 @@ def files(base, arc_base, top_level_skip=()):
             if name.endswith((".pyc", ".pyo")):
                 continue
             path = os.path.join(dirpath, name)
-            yield path, os.path.normpath(os.path.join(arc_base, os.path.relpath(path, base)))
+            arc = os.path.normpath(os.path.join(arc_base, os.path.relpath(path, base)))
+            if any(skip in arc for skip in SKIP_FILES):
+                continue
+            yield path, arc
 
 
 entries = [(os.path.join(root, "__main__.py"), "__main__.py")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import http.server
 import io
 import json
@@ -14,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
+import zstandard
 
 from backup.log import Log
 
@@ -131,8 +133,24 @@ def db_exists(couch: Any, db: str) -> bool:
     return True
 
 
-def object_lines(s3: Any, bucket: str, key: str) -> list[Any]:
+def object_body(s3: Any, bucket: str, key: str) -> bytes:
+    """The plain text of an unencrypted backup object (gzip and zstd decompressed, by the standard libraries, not the
+    product's reader): the couchbackup file."""
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    if body[:2] == b"\x1f\x8b":
+        return gzip.decompress(body)
+    if body[:4] == b"\x28\xb5\x2f\xfd":
+        return _unzstd(body)
+    return body
+
+
+def _unzstd(body: bytes) -> bytes:
+    with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body), read_across_frames=True) as reader:
+        return reader.read()
+
+
+def object_lines(s3: Any, bucket: str, key: str) -> list[Any]:
+    body = object_body(s3, bucket, key)
     assert body.endswith(b"\n")
     return [json.loads(line) for line in body.split(b"\n")[:-1]]
 

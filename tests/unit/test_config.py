@@ -135,7 +135,7 @@ BAD_INPUTS = [
                  "COS credentials are missing: give COS_API_KEY + COS_SERVICE_INSTANCE_ID or "
                  "COS_ACCESS_KEY_ID + COS_SECRET_ACCESS_KEY", id="cos-no-credentials"),
     # operation
-    pytest.param({"OPERATION": "delete"}, "OPERATION must be one of backup, restore, list, verify, drill, status, got 'delete'",
+    pytest.param({"OPERATION": "delete"}, "OPERATION must be one of backup, restore, list, verify, drill, status, decrypt, got 'delete'",
                  id="operation-unknown"),
     # database names
     pytest.param({"CLOUDANT_DB": "Orders"}, "CLOUDANT_DB 'Orders' is not a valid database name: it must start with "
@@ -625,3 +625,70 @@ def test_iam_token_url_is_not_a_public_parameter() -> None:
     config = load_config(args_with({"IAM_TOKEN_URL": "https://iam.example.com/identity/token", "PAGE_SIZE": 10}))
     assert "IAM_TOKEN_URL" not in PUBLIC_PARAMS and "IAM_TOKEN_URL" not in config.public_params
     assert config.public_params["PAGE_SIZE"] == 10
+
+
+# ---- issue 17: compression and encryption parameters ---------------------------------------------------------------
+
+
+def test_backups_are_gzip_compressed_and_unencrypted_by_default() -> None:
+    config = load_config(BASE)
+    assert (config.compression, config.compression_level, config.recipients, config.identities) == ("gzip", None, (), None)
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"COMPRESSION": "zstd"}, ("zstd", None)), ({"COMPRESSION": "ZSTD", "COMPRESSION_LEVEL": "19"}, ("zstd", 19)),
+    ({"COMPRESSION": "none"}, ("none", None)), ({"COMPRESSION": "gzip", "COMPRESSION_LEVEL": 6}, ("gzip", 6)),
+], ids=["zstd", "zstd-19", "none", "gzip-6"])
+def test_compression_and_its_level(changes: dict[str, Any], expected: tuple[str, int | None]) -> None:
+    config = load_config(args_with(changes))
+    assert (config.compression, config.compression_level) == expected
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"COMPRESSION": "bzip2"}, "COMPRESSION must be one of gzip, zstd, none, got 'bzip2'"),
+    ({"COMPRESSION": "gzip", "COMPRESSION_LEVEL": "10"}, "COMPRESSION_LEVEL must be between 1 and 9 for gzip"),
+    ({"COMPRESSION": "none", "COMPRESSION_LEVEL": "3"}, "COMPRESSION_LEVEL is set but COMPRESSION is none"),
+    ({"COMPRESSION_LEVEL": "20"}, "COMPRESSION_LEVEL must be between 0 and 19"),
+    ({"ENCRYPT_TO": "ssh-ed25519 AAAA"}, "ENCRYPT_TO: item 1 is not an age public key"),
+    ({"ENCRYPT_TO": "age1qqqqqqqq"}, "ENCRYPT_TO: item 1 (age1qqqqqqqq...) is not a valid age public key"),
+], ids=["unknown-codec", "gzip-level-10", "level-without-codec", "level-20", "ssh-key", "bad-checksum"])
+def test_bad_compression_or_recipients_are_named(changes: dict[str, Any], message: str) -> None:
+    assert message in error_for(changes)
+
+
+def test_encrypt_to_takes_public_keys_and_age_identity_private_ones_which_become_secrets() -> None:
+    from pyrage import x25519
+
+    one, two = x25519.Identity.generate(), x25519.Identity.generate()
+    identity_file = f"# created: today\n# public key: {one.to_public()}\n{one}\n\n{two}\n"
+    config = load_config(args_with({"ENCRYPT_TO": f"{one.to_public()}, {two.to_public()},",
+                                    "AGE_IDENTITY": identity_file}))
+    assert config.recipients == (str(one.to_public()), str(two.to_public()))
+    assert config.identities is not None and config.identities.recipients == set(config.recipients)
+    assert str(one) not in repr(config) and str(two) not in repr(config)
+    text = f"failed with {one} and {two} in it, and {identity_file!r}"
+    assert str(one) not in redact(text) and str(two) not in redact(text)
+    assert "ENCRYPT_TO" in [name for name in config.public_params] and "AGE_IDENTITY" not in config.public_params
+
+
+@pytest.mark.parametrize("where", ["ENCRYPT_TO", "AGE_IDENTITY"])
+def test_a_key_in_the_wrong_parameter_is_refused_without_quoting_it(where: str) -> None:
+    from pyrage import x25519
+
+    key = x25519.Identity.generate()
+    value = str(key) if where == "ENCRYPT_TO" else str(key.to_public())
+    message = error_for({where: value})
+    assert where in message and value not in message and value[:20] not in message
+    assert ("private key" in message) if where == "ENCRYPT_TO" else ("public key" in message)
+
+
+def test_an_age_private_key_is_masked_even_when_nobody_registered_it() -> None:
+    from pyrage import x25519
+
+    key = str(x25519.Identity.generate())
+    assert key not in redact(f"an SDK said: {key}.") and "AGE-SECRET-KEY-1" not in redact(key.lower())
+
+
+def test_decrypt_needs_the_key_and_the_output_file_but_no_database() -> None:
+    message = error_for({"OPERATION": "decrypt", "CLOUDANT_URL": DROP, "CLOUDANT_DB": DROP})
+    assert "COS_KEY is missing" in message and "OUTPUT is missing" in message and "CLOUDANT" not in message

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from backup.keys import backup_key, manifest_key, parse_backup_key
+from backup.keys import backup_key, manifest_key, parse_backup_key, prefix_of
 
 WHEN = datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=UTC)
 
@@ -65,7 +65,8 @@ def test_prefix_is_stripped_before_reading_the_db_name() -> None:
 
 @pytest.mark.parametrize("key", [
     manifest_key(backup_key("", "orders", WHEN)),
-    "orders_2024-02-29T23:59:58.123456Z_backup.txt.gz",
+    "orders_2024-02-29T23:59:58.123456Z_backup.txt.bz2",
+    "orders_2024-02-29T23:59:58.123456Z_backup.txt.age.gz",
     "README.md",
     "",
     "orders_backup.txt",
@@ -77,7 +78,7 @@ def test_prefix_is_stripped_before_reading_the_db_name() -> None:
     "_2024-02-29T23:59:58.123456Z_backup.txt",
     "orders_2024-02-29T23:59:58.123456Z_backup.json",
     "folder/",
-], ids=["manifest", "compressed", "readme", "empty", "no-time", "date-only", "no-z", "seven-digit-fraction",
+], ids=["manifest", "other-codec", "encrypted-then-compressed", "readme", "empty", "no-time", "date-only", "no-z", "seven-digit-fraction",
         "uppercase-db", "digit-db", "no-db", "other-suffix", "folder-marker"])
 def test_keys_that_are_not_backups_give_none(key: str) -> None:
     assert parse_backup_key(key) is None
@@ -114,3 +115,16 @@ def test_one_microsecond_apart_gives_distinct_keys_and_times() -> None:
     a, b = parse_backup_key(first), parse_backup_key(second)
     assert a is not None and b is not None
     assert b.time - a.time == timedelta(microseconds=1)
+
+
+@pytest.mark.parametrize(("codec", "encrypted", "ending"), [
+    ("none", False, "_backup.txt"), ("gzip", False, "_backup.txt.gz"), ("zstd", False, "_backup.txt.zst"),
+    ("none", True, "_backup.txt.age"), ("gzip", True, "_backup.txt.gz.age"), ("zstd", True, "_backup.txt.zst.age"),
+])
+def test_a_compressed_or_encrypted_backup_says_so_in_its_key_and_parses_back(codec: str, encrypted: bool,
+                                                                             ending: str) -> None:
+    key = backup_key("nightly/", "team/orders", WHEN, codec, encrypted)
+    assert key.endswith("Z" + ending)
+    parsed = parse_backup_key(key, "nightly/")
+    assert parsed is not None and (parsed.db, parsed.time) == ("team/orders", WHEN)
+    assert prefix_of(key, "team/orders") == "nightly/"

@@ -70,8 +70,23 @@ def test_anything_without_the_format_marker_is_refused(value: Any) -> None:
     ({"parts": [{"sha256": "cd" * 32}]}, "a part is not {size, sha256}"),
     ({"docs": "12345"}, "docs is not a count"),
     ({"lines": -1}, "lines is not a count"),
+    ({"compression": "brotli"}, "compression 'brotli' is unknown"),
+    ({"compression": "gzip", "segments": [{"stored": 5, "plain": 0}]}, "its segments do not start at 0"),
+    ({"compression": "gzip", "plain_bytes": 100, "segments": [{"stored": 0, "plain": 0}, {"stored": 9, "plain": 200}]},
+     "its segments do not start at 0 and grow within the object"),
+    ({"compression": "gzip", "segments": [{"stored": 0, "plain": 0}, {"stored": 0, "plain": 10}]},
+     "its segments do not start at 0 and grow"),
+    ({"compression": "gzip", "segments": [{"stored": 0}]}, "a segment is not {stored, plain}"),
+    ({"plain_bytes": -1}, "plain_bytes is not a count"),
+    ({"encryption": {"format": "age", "recipients": []}, "segments": [{"stored": 0, "plain": 0}]},
+     "its encryption is not {format: age, recipients: [...]}"),
+    ({"encryption": {"format": "pgp", "recipients": ["age1x"]}, "segments": [{"stored": 0, "plain": 0}]},
+     "its encryption is not"),
+    ({"encryption": {"format": "age", "recipients": ["age1x"]}}, "it is encrypted but records no segment"),
 ], ids=["bytes-beyond-the-parts", "no-parts", "sha256-not-of-the-parts", "size-a-string", "size-missing",
-        "docs-a-string", "negative-lines"])
+        "docs-a-string", "negative-lines", "unknown-codec", "first-segment-not-at-0", "segment-past-the-plain-text",
+        "segments-not-growing", "segment-without-plain", "negative-plain-bytes", "no-recipients", "not-age",
+        "encrypted-without-segments"])
 def test_a_manifest_inconsistent_with_itself_is_refused(changes: dict[str, Any], problem: str) -> None:
     """Verify and restore check the object part by part against it: parts that do not cover the object
     would leave bytes unchecked."""
@@ -84,3 +99,21 @@ def test_combined_sha256_depends_on_every_part_and_their_order() -> None:
     a, b = "aa" * 32, "bb" * 32
     assert combined_sha256([a, b]) != combined_sha256([b, a]) != combined_sha256([a])
     assert combined_sha256([a, b]) == combined_sha256([a, b])
+
+
+def test_a_manifest_of_an_earlier_version_is_plain_text_of_one_segment() -> None:
+    old = {k: v for k, v in MANIFEST.to_json().items()
+           if k not in ("compression", "compression_level", "plain_bytes", "segments", "encryption")}
+    manifest = Manifest.from_json(old)
+    assert (manifest.compression, manifest.plain_size, manifest.recipients, manifest.transformed) == (
+        "none", MANIFEST.bytes, None, False)
+
+
+def test_a_compressed_encrypted_manifest_round_trips_and_names_only_public_keys() -> None:
+    manifest = Manifest.from_json(MANIFEST.to_json() | {
+        "compression": "zstd", "compression_level": 3, "plain_bytes": 40_000_000,
+        "segments": [{"stored": 0, "plain": 0}, {"stored": 6_000_000, "plain": 25_000_000}],
+        "encryption": {"format": "age", "recipients": ["age1one", "age1two"]}})
+    assert manifest.transformed and manifest.plain_size == 40_000_000
+    assert manifest.recipients == ["age1one", "age1two"]
+    assert Manifest.from_json(json.loads(json.dumps(manifest.to_json()))) == manifest
