@@ -69,8 +69,15 @@ def _backup(r: dict[str, Any]) -> str:
                 for o in r["databases"]]
         return table(("DATABASE", "KIND", "DOCS", "SIZE", "OUTCOME"), rows)
     state = "complete" if r.get("complete") else "checkpointed: run it again to go on"
-    return (f"backed up {r.get('database')}: {_count(r.get('docs'))} docs, {size(r.get('bytes'))} in "
+    return (f"backed up {r.get('database')}: {_count(r.get('docs'))} docs, {size(r.get('bytes'))}{_stored(r)} in "
             f"{r.get('seconds')} s ({r.get('kind', 'full')}, {state})\n  {r.get('key')}")
+
+
+def _stored(r: dict[str, Any]) -> str:
+    """How the bytes are stored, when not as plain text: ` (gzip of 10.6 MiB, encrypted)`."""
+    how = [f"{r['compression']} of {size(r.get('plain_bytes'))}"] if r.get("compression") not in (None, "none") else []
+    how += ["encrypted"] if r.get("encrypted") else []
+    return f" ({', '.join(how)})" if how else ""
 
 
 def _restore(r: dict[str, Any]) -> str:
@@ -83,8 +90,14 @@ def _restore(r: dict[str, Any]) -> str:
 
 def _verify(r: dict[str, Any]) -> str:
     chain = f" (and the {len(r['chain']) - 1} backups of its chain before it)" if r.get("chain") else ""
-    return (f"verified {r.get('key')}{chain}: whole, {_count(r.get('docs'))} docs, {size(r.get('bytes'))}, "
-            f"sha256 {r.get('sha256')}")
+    checked = "" if r.get("content_checked", True) else \
+        " (encrypted: its stored bytes were checked; set AGE_IDENTITY to check its content too)"
+    return (f"verified {r.get('key')}{chain}: whole, {_count(r.get('docs'))} docs, {size(r.get('bytes'))}"
+            f"{_stored(r)}, sha256 {r.get('sha256')}{checked}")
+
+
+def _decrypt(r: dict[str, Any]) -> str:
+    return f"wrote {r.get('output')}: the plain backup of {r.get('key')}, {size(r.get('plain_bytes'))}"
 
 
 def _drill(r: dict[str, Any]) -> str:
@@ -111,6 +124,7 @@ def _difference(d: Any) -> str:
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "list": _list, "status": _status, "backup": _backup, "restore": _restore, "verify": _verify, "drill": _drill,
+    "decrypt": _decrypt,
 }
 
 

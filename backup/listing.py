@@ -21,6 +21,8 @@ def run_list(config: Config, log: Log) -> dict[str, Any]:
             "docs": e.manifest.docs if e.manifest else None, "complete": e.manifest is not None,
             "kind": e.manifest.kind if e.manifest else None, "base": e.manifest.base if e.manifest else None,
             "host": e.host,  # the server it was made from (None: unknown, or made by an earlier version)
+            **({"compression": e.manifest.compression, "encrypted": e.manifest.recipients is not None,
+                "plain_bytes": e.manifest.plain_size} if e.manifest else {}),
             **({"manifest_error": e.manifest_error} if e.manifest_error else {}),
             **({"manifest_invalid": e.manifest_invalid} if e.manifest_invalid else {}),
         }

@@ -113,12 +113,12 @@ IDENTIFIERS = frozenset({
     "retention_skipped", "unreadable_manifests", "deleted", "failed", "source_db", "activation_id", "upload_id", "id",
     "request", "aborted_uploads", "mark", "last_id", "written",
     # kinds
-    "kind", "operation", "mode", "fanout", "level", "event", "service", "backup",
+    "kind", "operation", "mode", "fanout", "level", "event", "service", "backup", "compression",
     # hashes and sequences
     "sha256", "etag", "update_seq", "seq", "since", "instance",
     # times and counts
     "ts", "time", "started", "finished", "created", "seconds", "docs", "bytes", "parts", "part", "lines", "count",
-    "invocations", "invocation", "hop", "hops", "batches", "doc_count", "total_bytes", "docs_per_second",
+    "invocations", "invocation", "hop", "hops", "batches", "doc_count", "total_bytes", "docs_per_second", "plain_bytes",
     "stale_leaves_closed", "skipped_lines", "skipped_line_count", "attachments_dropped", "status", "attempt", "wait",
 })
 # Fields that hold free text (messages, SDK error texts): every secret in them is masked, whatever the text looks like.

@@ -228,3 +228,25 @@ def test_the_results_operation_chooses_the_rendering_and_an_unknown_one_falls_ba
     assert render(LIST, "backup") == render(LIST, "list")
     assert render({"ok": True, "operation": "future", "n": 3, "warnings": ["w"]}, "future") == \
         "ok: True\noperation: future\nn: 3\nwarning: w"
+
+
+def test_a_compressed_encrypted_backup_says_how_it_is_stored() -> None:
+    text = render({"ok": True, "complete": True, "operation": "backup", "database": "db", "docs": 3, "bytes": 2048,
+                   "plain_bytes": 10 * 1024 * 1024, "compression": "gzip", "encrypted": True, "seconds": 1.5,
+                   "key": "db_t_backup.txt.gz.age"}, "backup")
+    assert "2.0 KiB (gzip of 10.0 MiB, encrypted) in 1.5 s" in text
+    plain = render({"ok": True, "complete": True, "operation": "backup", "database": "db", "docs": 3, "bytes": 2048,
+                    "plain_bytes": 2048, "compression": "none", "encrypted": False, "seconds": 1.5, "key": "k"},
+                   "backup")
+    assert "2.0 KiB in 1.5 s" in plain
+
+
+def test_verify_without_the_identity_says_only_the_stored_bytes_were_checked() -> None:
+    text = render({"ok": True, "operation": "verify", "key": "k", "docs": 3, "bytes": 10, "sha256": "ab",
+                   "compression": "zstd", "plain_bytes": 100, "encrypted": True, "content_checked": False}, "verify")
+    assert "zstd of 100 B, encrypted" in text and "set AGE_IDENTITY to check its content too" in text
+
+
+def test_decrypt_names_the_file_it_wrote() -> None:
+    assert render({"ok": True, "operation": "decrypt", "key": "k.gz.age", "output": "plain.txt", "plain_bytes": 2048},
+                  "decrypt") == "wrote plain.txt: the plain backup of k.gz.age, 2.0 KiB"
