@@ -557,7 +557,7 @@ def load_config(args: Mapping[str, Any]) -> Config:
         p.add(problem)
     key = p.text("COS_KEY", required=operation in ("restore", "verify", "decrypt"))
     output = p.text("OUTPUT", required=operation == "decrypt")
-    if operation == "verify" and key == "latest" and not (source_db or db):
+    if operation in ("verify", "decrypt") and key == "latest" and not (source_db or db):
         p.add("COS_KEY latest needs SOURCE_DB (or CLOUDANT_DB) to say whose backups")
     if operation == "restore" and key == "latest" and not source_db:
         p.add("COS_KEY latest needs SOURCE_DB: the database whose newest backup to restore")

@@ -692,3 +692,8 @@ def test_an_age_private_key_is_masked_even_when_nobody_registered_it() -> None:
 def test_decrypt_needs_the_key_and_the_output_file_but_no_database() -> None:
     message = error_for({"OPERATION": "decrypt", "CLOUDANT_URL": DROP, "CLOUDANT_DB": DROP})
     assert "COS_KEY is missing" in message and "OUTPUT is missing" in message and "CLOUDANT" not in message
+
+
+def test_decrypt_of_the_latest_backup_needs_to_know_whose() -> None:
+    message = error_for({"OPERATION": "decrypt", "COS_KEY": "latest", "OUTPUT": "plain.txt", "CLOUDANT_DB": DROP})
+    assert "COS_KEY latest needs SOURCE_DB (or CLOUDANT_DB)" in message
