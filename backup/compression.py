@@ -17,12 +17,13 @@ from __future__ import annotations
 import itertools
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import IO, cast
-
-import zstandard
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from backup.errors import FormatError
 from backup.gunzip import GZIP_MAGIC, GZIP_WBITS, STEP, gunzip_if_compressed
+
+if TYPE_CHECKING:  # imported where zstd is used (~20 ms of every invocation's start otherwise)
+    import zstandard
 
 CODECS = ("gzip", "zstd", "none")
 DEFAULT_CODEC = "gzip"
@@ -116,6 +117,8 @@ class ZstdCompressor(Compressor):
             raise ValueError(f"zstd level {level} is outside 1-19 (higher levels need more than {ZSTD_MAX_WINDOW} "
                              "bytes of window to read back)")
         self.level = level
+        import zstandard
+
         self._context = zstandard.ZstdCompressor(level=level, write_checksum=True)
         self._frame: zstandard.ZstdCompressionObj | None = None
 
@@ -126,7 +129,13 @@ class ZstdCompressor(Compressor):
 
     def _finish(self) -> bytes:
         frame, self._frame = self._frame, None
-        return frame.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH) if frame is not None else b""
+        return frame.flush(_zstandard().COMPRESSOBJ_FLUSH_FINISH) if frame is not None else b""
+
+
+def _zstandard() -> Any:
+    import zstandard
+
+    return zstandard
 
 
 def compressor(codec: str, level: int | None = None) -> Compressor:
@@ -184,6 +193,7 @@ def _unzstd(chunks: Iterator[bytes], step: int) -> Iterator[bytes]:
     frames' structure is followed alongside (_Frames) to tell a truncated stream from a whole one."""
     frames = _Frames()
     source = _Source(chunks, frames)
+    zstandard = _zstandard()
     reader = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(
         cast(IO[bytes], source), read_size=ZSTD_READ, read_across_frames=True, closefd=False)
     while True:
