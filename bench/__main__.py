@@ -1,8 +1,9 @@
 """python -m bench: the backup/restore benchmark on the local stack (see bench/README.md).
 
 Loads N documents into a local pouchdb-server, then runs every client several times in each network
-condition and reports the median: docs/s, MB/s, peak RSS of the client process, and the ratios to
-couchbackup (couchrestore for restores) and to the raw single-request read.
+condition and reports the median: docs/s, MB/s, peak RSS of the client process, bytes stored, and the ratios
+to couchbackup (couchrestore for restores) and to the raw single-request read. With --codecs (and --encrypt),
+our backup runs once per codec in every repetition, a row each.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from backup.compression import CODECS, DEFAULT_CODEC
 from backup.config import TUNABLES
 from bench import report
-from bench.clients import CLIENTS, RESTORE_CLIENTS, Attachments, Context, Run, measure, scan_restore_source
+from bench.clients import CLIENTS, RESTORE_CLIENTS, Attachments, Context, Run, measure, plain_copy, scan_restore_source, variant_name
 from bench.clients import backup as run_backup
 from bench.clients import raw as run_raw
 from bench.data import ATTACHMENT_NAME, MB
@@ -38,9 +40,10 @@ DEFAULT_DOCS = 100_000
 # --attachments-mb: this many documents with one attachment each unless --attachment-docs says otherwise. They load on
 # disk unless --in-memory (in memory, 20 x 20 MB fits, ~1.1 GB for the source and one restore target; more may not).
 DEFAULT_ATTACHMENT_DOCS = 20
-# Integer knobs, plus the flags that change how the backup reads.
+# Integer knobs, plus the flags that change how the backup reads, and what it stores (COMPRESSION_LEVEL is a knob).
 FLAG_NAMES = {"CLOUDANT_GZIP", "ATTACHMENTS"}
-TUNABLE_NAMES = {t.name for t in TUNABLES} | FLAG_NAMES
+TEXT_NAMES = {"COMPRESSION", "ENCRYPT_TO"}
+TUNABLE_NAMES = {t.name for t in TUNABLES} | FLAG_NAMES | TEXT_NAMES
 
 
 def _csv(choices: tuple[str, ...] | list[str]) -> Any:
@@ -74,7 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--on-disk", dest="in_memory", action="store_false", help="pouchdb-server on disk (LevelDB)")
     p.add_argument("--timeout", type=float, default=300, help="seconds one client run may take before it is killed (default 300)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="a tuning parameter for our backup/restore, e.g. PAGE_SIZE=5000 (default: none, what users get)")
+                   help="a tuning parameter for our backup/restore, e.g. PAGE_SIZE=5000, COMPRESSION=zstd, "
+                        "COMPRESSION_LEVEL=3, ENCRYPT_TO=age1... (default: none, what users get)")
+    p.add_argument("--codecs", type=_csv(CODECS), default=None, metavar="LIST",
+                   help=f"run our backup once per codec in each repetition, a row each: 'backup (gzip)', ... (from "
+                        f"{','.join(CODECS)}; default: one 'backup' row with the default codec, {DEFAULT_CODEC})")
+    p.add_argument("--encrypt", action="store_true",
+                   help="also a row per codec with ENCRYPT_TO (a key made for the run): 'backup (gzip+age)', ...")
     p.add_argument("--workdir", type=Path, help="where servers keep data and clients write files (default: a new temp dir)")
     p.add_argument("--keep-workdir", action="store_true", help="do not delete the work dir at the end")
     p.add_argument("--results", type=Path, default=RESULTS, help="where the JSON and markdown go (default bench/results)")
@@ -88,8 +97,42 @@ def _params(items: list[str]) -> dict[str, str]:
         name, sep, value = item.partition("=")
         if not sep or name not in TUNABLE_NAMES:
             raise SystemExit(f"--param needs NAME=VALUE with NAME one of {', '.join(sorted(TUNABLE_NAMES))}; got {item!r}")
+        if name == "COMPRESSION" and value not in CODECS:
+            raise SystemExit(f"--param COMPRESSION must be one of {', '.join(CODECS)}; got {value!r}")
         params[name] = value
     return params
+
+
+def _variants(ns: argparse.Namespace, params: dict[str, str]) -> tuple[dict[str, dict[str, str]], str | None]:
+    """--codecs / --encrypt: the rows of our backup ("backup (zstd)" -> its parameters) and the public key made for
+    --encrypt. None of them: no variants, the one "backup" row runs with --param as given."""
+    if ns.codecs is None and not ns.encrypt:
+        return {}, None
+    if "backup" not in ns.only:
+        raise SystemExit("--codecs and --encrypt are rows of our backup: --only must name backup")
+    if ns.codecs is not None and "COMPRESSION" in params:
+        raise SystemExit("--codecs and --param COMPRESSION: give one of them")
+    if ns.encrypt and "ENCRYPT_TO" in params:
+        raise SystemExit("--encrypt and --param ENCRYPT_TO: give one of them")
+    public = None
+    if ns.encrypt:
+        from pyrage import x25519  # only here: the key is made for this run and dropped with it
+
+        public = str(x25519.Identity.generate().to_public())  # the secret is never needed: nothing restores these
+    variants: dict[str, dict[str, str]] = {}
+    for codec in ns.codecs or [params.get("COMPRESSION", DEFAULT_CODEC)]:
+        base = {"COMPRESSION": codec}
+        if codec == "none" and params.get("COMPRESSION_LEVEL", "0") != "0":
+            base["COMPRESSION_LEVEL"] = "0"  # (our backup refuses a level with none)
+        variants[variant_name(codec, False)] = base
+        if public is not None:
+            variants[variant_name(codec, True)] = base | {"ENCRYPT_TO": public}
+    return variants, public
+
+
+def _clients(only: list[str], variants: dict[str, dict[str, str]]) -> list[str]:
+    """--only in its order, "backup" replaced by its variants' rows when there are any."""
+    return [name for client in only for name in (list(variants) if client == "backup" and variants else [client])]
 
 
 def say(text: str) -> None:
@@ -97,13 +140,15 @@ def say(text: str) -> None:
 
 
 def _progress(run: Run, repeat: int, docs: int) -> str:
-    line = f"[{run.condition} {run.rep}/{repeat}] {run.client:<16} {run.status:<10}"
+    line = f"[{run.condition} {run.rep}/{repeat}] {run.client:<18} {run.status:<10}"
     if run.seconds is not None:
         line += f" {run.seconds:8.2f} s"
         if run.status == "ok" and run.seconds:
             line += f" {docs / run.seconds:10,.0f} docs/s"
     if run.peak_rss_kib:
         line += f" {run.peak_rss_kib / 1024:6.0f} MiB"
+    if run.plain_bytes and run.bytes is not None:
+        line += f"  stored {run.bytes / MB:,.2f} MB of {run.plain_bytes / MB:,.2f} MB"
     if run.too_many_requests:
         line += f"  429s: {run.too_many_requests}"
     if run.detail:
@@ -112,16 +157,26 @@ def _progress(run: Run, repeat: int, docs: int) -> str:
 
 
 def _setup_restore_source(stack: Stack, ctx: Context) -> dict[str, Any]:
-    """One untimed backup whose object both restores read (couchrestore from a downloaded copy)."""
+    """One untimed backup whose object both restores read (couchrestore from a downloaded, decompressed copy). With
+    the codec of --param COMPRESSION (else the default), never encrypted: --param ENCRYPT_TO is left out of it."""
     run = Run(client="backup", condition="setup", rep=0)
-    run_backup(ctx, run, keep=True)
+    result = run_backup(ctx, run, keep=True, extra={})
     if run.status != "ok":
         raise SystemExit(f"the setup backup for the restores failed: {run.detail}")
+    if result.get("encrypted"):
+        raise SystemExit("the setup backup for the restores is encrypted: it must not be (nothing here holds its key)")
     key = run.extra["key"]
+    compression = run.extra["compression"] if "compression" in result else "none"  # before compression: plain text
     ctx.restore_key = key
     ctx.restore_file = ctx.workdir / "restore-source.txt"
-    size = stack.download(key, ctx.restore_file)
-    source: dict[str, Any] = {"key": key, "bytes": size, "seconds": run.seconds}
+    stored = ctx.workdir / "restore-source.stored"
+    size = stack.download(key, stored)
+    plain = plain_copy(stored, compression, ctx.restore_file)
+    stored.unlink()
+    if run.plain_bytes is not None and plain != run.plain_bytes:
+        raise SystemExit(f"the setup backup decompresses to {plain} bytes, its result says {run.plain_bytes}")
+    source: dict[str, Any] = {"key": key, "bytes": size, "plain_bytes": plain, "compression": compression,
+                              "seconds": run.seconds}
     if ctx.attachments is not None:
         source["attachments"] = scan_restore_source(ctx.attachments, ctx.restore_file)
     return source
@@ -174,6 +229,19 @@ def _attachments_lines(att: Attachments, runs: list[dict[str, Any]], setup: dict
     return lines
 
 
+def _variants_line(variants: dict[str, dict[str, str]], setup: dict[str, Any]) -> str:
+    """What the per-codec rows of our backup ran with, and what the restores read."""
+    rows = "; ".join(f"`{name}`: " + ", ".join(f"{k}={'(a key made for this run)' if k == 'ENCRYPT_TO' else v}"
+                                               for k, v in params.items()) for name, params in variants.items())
+    line = (f"Our backup, a row per codec, run in turn in every repetition: {rows}. Stored MB: the object "
+            "(compressed, encrypted); plain MB: its couchbackup text, which MB/s counts.")
+    source = setup.get("restore_source")
+    if source:
+        line += (f" The restores read the setup backup ({source['compression']}, not encrypted: "
+                 f"{source['bytes'] / MB:,.2f} MB stored, {source['plain_bytes'] / MB:,.2f} MB plain).")
+    return line
+
+
 def _load_line(runs: list[dict[str, Any]]) -> str:
     loads = [r["load_average"] for r in runs if r.get("load_average") is not None]
     if not loads:
@@ -219,9 +287,13 @@ def run(ns: argparse.Namespace) -> int:
     workdir = ns.workdir or Path(tempfile.mkdtemp(prefix="cloudant-cos-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     machine["code"] = snapshot_code(workdir)
-    knobs = {t.name: t.default for t in TUNABLES} | {k: (v if k in FLAG_NAMES else int(v)) for k, v in params.items()}
+    variants, public_key = _variants(ns, params)
+    clients = _clients(ns.only, variants)
+    knobs = ({t.name: t.default for t in TUNABLES} | {"COMPRESSION": DEFAULT_CODEC}
+             | {k: (v if k in FLAG_NAMES | TEXT_NAMES else int(v)) for k, v in params.items()})
     settings = {
-        "docs": ns.docs, "mixed": ns.mixed, "repeat": ns.repeat, "conditions": ns.conditions, "clients": ns.only,
+        "docs": ns.docs, "mixed": ns.mixed, "repeat": ns.repeat, "conditions": ns.conditions, "clients": clients,
+        "codecs": ns.codecs, "encrypt": ns.encrypt, "encrypt_to": public_key, "backup_variants": variants,
         "pouchdb": "in-memory" if in_memory else "on-disk", "timeout_s": ns.timeout, "our_parameters": knobs,
         "our_parameters_changed": params,
         "condition_descriptions": {name: CONDITIONS[name].description for name in ns.conditions},
@@ -245,7 +317,9 @@ def run(ns: argparse.Namespace) -> int:
             load = stack.load(DB, ns.docs, ns.mixed, att.docs, att.bytes_each)
             say(f"loaded in {load['seconds']} s ({(load['request_bytes']) / MB / load['seconds']:,.1f} MB/s of requests)")
         plain = Routes(stack.couch.url, stack.compat.url)
-        base = Context(stack, plain, "setup", DB, total, workdir, ns.timeout, params, attachments=att)
+        # (the setup backup, for the restores, is never encrypted: nothing here could restore it)
+        setup_params = {k: v for k, v in params.items() if k != "ENCRYPT_TO"}
+        base = Context(stack, plain, "setup", DB, total, workdir, ns.timeout, setup_params, attachments=att)
         warm = Run(client="raw", condition="setup", rep=0)
         run_raw(base, warm)  # warm the server up (and learn the raw size) before anything is timed
         setup.update(load=load, warm_up_read=warm.to_json())
@@ -254,11 +328,12 @@ def run(ns: argparse.Namespace) -> int:
             say(f"restore source: {setup['restore_source']}")
         for name in ns.conditions:
             routes = stack.routes(CONDITIONS[name])
-            ctx = Context(stack, routes, name, DB, total, workdir, ns.timeout, params, base.restore_key, base.restore_file, att)
+            ctx = Context(stack, routes, name, DB, total, workdir, ns.timeout, params, base.restore_key, base.restore_file, att,
+                          variants)
             timed_out: set[str] = set()
             try:
                 for rep in range(1, ns.repeat + 1):
-                    for client in ns.only:
+                    for client in clients:
                         if client in timed_out:
                             continue  # once over the time limit, again would only burn the time limit again
                         run = measure(ctx, client, rep)
@@ -292,6 +367,7 @@ def run(ns: argparse.Namespace) -> int:
         "",
         _load_line(run_dicts),
         "",
+        *([_variants_line(variants, setup), ""] if variants else []),
         *([*_attachments_lines(att, run_dicts, setup), ""] if att is not None else []),
         report.table(rows, ns.timeout, docs_digits=0 if att is None else 2),
         "",

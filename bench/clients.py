@@ -5,6 +5,7 @@ the database holds counts as failed, not as fast.
     raw          curl GET _all_docs?include_docs=true to /dev/null (no Accept-Encoding: plain JSON)
     raw-gzip     the same with --compressed (what SDK clients get: pouchdb-server gzips for them)
     backup       python -m backup backup              -> SeaweedFS S3
+    backup (gzip), backup (zstd+age), ...  the same with COMPRESSION (and ENCRYPT_TO) set: --codecs, --encrypt
     couchbackup  couchbackup --mode shallow           -> a local file
     couchbackup-full  couchbackup --mode full         -> a local file (via the compat proxy)
     restore      python -m backup restore             <- S3, into a new db (via the compat proxy)
@@ -14,13 +15,19 @@ couchrestore gets --attachments when the backup file's metadata line says `"atta
 mismatch). With --attachments-mb (``Context.attachments``): raw reads with attachments=true, couchbackup gets
 --attachments, each backup records whether it holds the attachments inline, and each restore compares one restored
 attachment with the source's bytes when the backup holds it.
+
+Our backup's object is compressed (gzip by default) and maybe encrypted: its `bytes` are the stored bytes (the result's
+"bytes"), `plain_bytes` the couchbackup text's (MB/s counts those). The restores read the setup backup, made with
+the codec of the run but never encrypted; couchrestore reads it decompressed (see `plain_copy`).
 """
 
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,7 +65,8 @@ class Run:
     peak_rss_kib: int | None = None  # max resident set size of the client process (GNU time %M)
     exit_code: int | None = None
     docs: int | None = None
-    bytes: int | None = None  # bytes the client produced (backup file / response) or read (restore file)
+    bytes: int | None = None  # bytes the client produced (backup file / stored object / response) or read (restore file)
+    plain_bytes: int | None = None  # our backup: the plain couchbackup text of its object (MB/s counts these when set)
     too_many_requests: int | None = None  # 429s the netproxy served during this run
     detail: str = ""
     load_average: float | None = None  # the machine's 1-minute load average when the run started
@@ -119,9 +127,29 @@ class Context:
     restore_key: str | None = None
     restore_file: Path | None = None
     attachments: Attachments | None = None  # --attachments-mb (None: the usual documents only)
+    # --codecs / --encrypt: "backup (zstd)" -> {"COMPRESSION": "zstd"}: more rows of our backup, each with these
+    # parameters on top of `params`
+    variants: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def url(self, client: str) -> str:
-        return getattr(self.routes, UPSTREAM[client])
+        return getattr(self.routes, UPSTREAM[base_client(client)])
+
+
+def base_client(client: str) -> str:
+    """"backup (zstd+age)" -> "backup": the client a variant row runs."""
+    return client.split(" (", 1)[0]
+
+
+def variant_name(codec: str, encrypted: bool) -> str:
+    return f"backup ({codec}{'+age' if encrypted else ''})"
+
+
+def _tag(run: Run) -> str:
+    """For file names: "plain-backup-zstd-age-1"."""
+    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in run.client).strip("-")
+    while "--" in name:
+        name = name.replace("--", "-")
+    return f"{run.condition}-{name}-{run.rep}"
 
 
 def _node_env() -> dict[str, str]:
@@ -136,7 +164,7 @@ def _node_env() -> dict[str, str]:
 def timed(cmd: list[str], run: Run, ctx: Context, env: dict[str, str], *, stdin: Path | None = None,
           stdout: Path | None = None, cwd: Path = REPO_ROOT) -> Path:
     """Run cmd under /usr/bin/time; fill run.seconds/peak_rss_kib/exit_code/status. Returns the stderr path."""
-    tag = f"{run.condition}-{run.client}-{run.rep}"
+    tag = _tag(run)
     time_file = ctx.workdir / f"time-{tag}.txt"
     err_path = ctx.workdir / f"stderr-{tag}.txt"
     out_path = stdout or ctx.workdir / f"stdout-{tag}.txt"
@@ -311,12 +339,13 @@ def raw(ctx: Context, run: Run, compressed: bool = False) -> None:
             run.extra["bytes_are"] = "gzip on the wire"
 
 
-def _our_env(ctx: Context, cloudant_url: str) -> dict[str, str]:
+def _our_env(ctx: Context, cloudant_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     s3 = ctx.stack.s3
     env = python_env()
     env.update(CLOUDANT_URL=cloudant_url, COS_ENDPOINT=s3.endpoint, COS_BUCKET=ctx.stack.bucket,
                COS_ACCESS_KEY_ID=s3.access_key, COS_SECRET_ACCESS_KEY=s3.secret_key)
     env.update(ctx.params)
+    env.update(extra or {})
     return env
 
 
@@ -329,24 +358,56 @@ def _last_json(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def backup(ctx: Context, run: Run, keep: bool = False) -> None:
-    out = ctx.workdir / f"stdout-{run.condition}-backup-{run.rep}.json"
-    timed([sys.executable, "-m", "backup", "backup", "--db", ctx.db], run, ctx, _our_env(ctx, ctx.url(run.client)), stdout=out,
-          cwd=code_dir())
+def backup(ctx: Context, run: Run, keep: bool = False, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """Our backup, with `extra` parameters (else the run's variant's, if any) on top of ctx.params. Returns its result."""
+    variant = ctx.variants.get(run.client, {}) if extra is None else extra
+    out = ctx.workdir / f"stdout-{_tag(run)}.json"
+    timed([sys.executable, "-m", "backup", "backup", "--db", ctx.db], run, ctx,
+          _our_env(ctx, ctx.url(run.client), variant), stdout=out, cwd=code_dir())
     result = _last_json(out)
+    if variant:
+        run.extra["parameters"] = dict(variant)
     if result.get("key"):
         run.extra.update(key=result["key"], internal_seconds=result.get("seconds"), parts=result.get("parts"))
         if not keep:
             ctx.stack.delete_object(result["key"])
     if run.status == "ok" and not result.get("ok"):
         run.status, run.detail = "failed", f"no ok result: {tail(out)}"
-    run.bytes = result.get("bytes")
+    run.bytes = result.get("bytes")  # stored: compressed, encrypted
+    # (a backup/ from before compression has no plain_bytes: its object is the plain text)
+    run.plain_bytes = result.get("plain_bytes", run.bytes)
+    run.extra.update(compression=result.get("compression", "none"), encrypted=bool(result.get("encrypted")))
+    if run.status == "ok" and variant.get("COMPRESSION") and run.extra["compression"] != variant["COMPRESSION"]:
+        run.status, run.detail = "failed", f"asked COMPRESSION={variant['COMPRESSION']}, got {run.extra['compression']}"
+    if run.status == "ok" and bool(variant.get("ENCRYPT_TO")) != run.extra["encrypted"]:
+        run.status, run.detail = "failed", f"asked ENCRYPT_TO={bool(variant.get('ENCRYPT_TO'))}, encrypted: {run.extra['encrypted']}"
     _expect_docs(run, result.get("docs"), ctx.docs)
     if ctx.attachments is not None and run.status == "ok":
-        # (the size tells: a setup backup's content is scanned exactly, see scan_restore_source)
-        run.extra["attachments_inline"] = ctx.attachments.holds(run.bytes)
+        # (the size of the plain text tells: a setup backup's content is scanned exactly, see scan_restore_source)
+        run.extra["attachments_inline"] = ctx.attachments.holds(run.plain_bytes)
         if not run.extra["attachments_inline"]:
-            _note(run, f"stubs only: {run.bytes} bytes cannot hold {ctx.attachments.total_bytes:,} bytes of attachments")
+            _note(run, f"stubs only: {run.plain_bytes} bytes cannot hold {ctx.attachments.total_bytes:,} bytes of attachments")
+    return result
+
+
+def plain_copy(stored: Path, compression: str, plain: Path) -> int:
+    """The couchbackup text of an unencrypted object of ours (gzip members / zstd frames / none): couchrestore reads
+    this, and the attachment scan. Decoded here with the standard libraries, not with backup/. Returns its size."""
+    if compression == "gzip":
+        with gzip.open(stored, "rb") as src, open(plain, "wb") as dst:  # every member, in turn
+            shutil.copyfileobj(src, dst, 1 << 20)
+    elif compression == "zstd":
+        import zstandard  # in the venv (requirements.txt): backup/ writes zstd with it
+
+        decompressor = zstandard.ZstdDecompressor()
+        with (open(stored, "rb") as fin, open(plain, "wb") as dst,
+              decompressor.stream_reader(fin, read_across_frames=True) as src):
+            shutil.copyfileobj(src, dst, 1 << 20)
+    elif compression == "none":
+        shutil.copyfile(stored, plain)
+    else:
+        raise ValueError(f"unknown compression {compression!r}")
+    return plain.stat().st_size
 
 
 def couchbackup(ctx: Context, run: Run, mode: str = "shallow") -> None:
@@ -419,7 +480,7 @@ def restore(ctx: Context, run: Run) -> None:
     assert ctx.restore_key is not None and ctx.restore_file is not None
     target = _target(run)
     ctx.stack.delete_db(target)
-    out = ctx.workdir / f"stdout-{run.condition}-restore-{run.rep}.json"
+    out = ctx.workdir / f"stdout-{_tag(run)}.json"
     cmd = [sys.executable, "-m", "backup", "restore", "--key", ctx.restore_key, "--db", target, "--create-target"]
     timed(cmd, run, ctx, _our_env(ctx, ctx.url(run.client)), stdout=out, cwd=code_dir())
     result = _last_json(out)
@@ -448,7 +509,7 @@ def couchrestore(ctx: Context, run: Run) -> None:
     _check_restored(ctx, run, target)
 
 
-RUNNERS: dict[str, Callable[[Context, Run], None]] = {
+RUNNERS: dict[str, Callable[[Context, Run], object]] = {
     "raw": raw,
     "raw-gzip": lambda ctx, run: raw(ctx, run, compressed=True),
     "backup": backup,
@@ -461,11 +522,12 @@ RUNNERS: dict[str, Callable[[Context, Run], None]] = {
 
 def measure(ctx: Context, client: str, rep: int) -> Run:
     run = Run(client=client, condition=ctx.condition, rep=rep, load_average=load_average())
+    runner = RUNNERS[client] if client in RUNNERS else RUNNERS[base_client(client)]
     ctx.routes.reset()
     proxy_pids = [p.proc.pid for p in ctx.routes.proxies.values() if p.proc is not None]
     server_before, proxy_before = process_cpu(ctx.stack.couch.pid), _own_cpu() + sum(map(process_cpu, proxy_pids))
     try:
-        RUNNERS[client](ctx, run)
+        runner(ctx, run)
     except Exception as exc:  # noqa: BLE001 - one broken run is reported in the table, the benchmark goes on
         run.status, run.detail = "failed", f"benchmark error: {type(exc).__name__}: {exc}"
     # (includes the untimed checks after the client exited: a restore's doc count, a backup file's count)

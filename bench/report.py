@@ -17,6 +17,18 @@ MIB = 1024 * 1024
 # What each row's ratio column compares against: restores against couchrestore, the rest against couchbackup.
 REFERENCE = {"restore": "couchrestore", "couchrestore": "couchrestore"}
 BACKUP_REFERENCE = "couchbackup"
+# Our backup's rows: "backup", or one per codec ("backup (gzip)", "backup (zstd+age)", ...: --codecs, --encrypt).
+DEFAULT_CODEC_ROW = "backup (gzip)"  # what users get, when the rows are per codec
+# Clients whose `bytes` are what they store (a file, an object): the table shows them as "stored MB".
+STORING = ("backup", "couchbackup", "couchbackup-full")
+
+
+def is_backup(client: str) -> bool:
+    return client == "backup" or client.startswith("backup (")
+
+
+def _base(client: str) -> str:
+    return "backup" if is_backup(client) else client
 
 
 def _rate(per_s: float) -> float:
@@ -39,7 +51,12 @@ def summarise(runs: list[dict[str, Any]], docs: int, timeout: float) -> list[dic
             "timeouts": sum(r["status"] == "timeout" for r in group),
             "seconds": None, "docs_per_s": None, "mb_per_s": None,
             "peak_rss_mib": None, "too_many_requests": None, "details": sorted({r["detail"] for r in group if r["detail"]}),
+            "stored_bytes": None, "plain_bytes": None,
         }  # fmt: skip
+        if is_backup(client):
+            codecs = {(r.get("extra", {}).get("compression"), r.get("extra", {}).get("encrypted")) for r in ok}
+            if len(codecs) == 1:
+                row["compression"], row["encrypted"] = next(iter(codecs))
         rss = [r["peak_rss_kib"] for r in group if r["peak_rss_kib"] and r["status"] != "timeout"]
         if rss:
             row["peak_rss_mib"] = round(max(rss) / 1024, 1)  # worst repetition
@@ -52,9 +69,15 @@ def summarise(runs: list[dict[str, Any]], docs: int, timeout: float) -> list[dic
             row["seconds_min"], row["seconds_max"] = min(r["seconds"] for r in ok), max(r["seconds"] for r in ok)
             row["spread"] = round((row["seconds_max"] - row["seconds_min"]) / seconds, 3) if seconds else None
             row["docs_per_s"] = _rate(docs / seconds)
-            sizes = [r["bytes"] for r in ok if r["bytes"]]
+            # MB/s of the plain text where a client says what that is (our backup), else of what it moved
+            sizes = [r.get("plain_bytes") or r["bytes"] for r in ok if r.get("plain_bytes") or r["bytes"]]
             if sizes:
                 row["mb_per_s"] = round(statistics.median(sizes) / MB / seconds, 2)
+            if _base(client) in STORING:
+                stored = [r["bytes"] for r in ok if r["bytes"] is not None]
+                plain = [r.get("plain_bytes") or r["bytes"] for r in ok if (r.get("plain_bytes") or r["bytes"]) is not None]
+                row["stored_bytes"] = round(statistics.median(stored)) if stored else None
+                row["plain_bytes"] = round(statistics.median(plain)) if plain else None
         elif row["timeouts"]:
             row["docs_per_s_below"] = _rate(docs / timeout)  # it was slower than this
         rows.append(row)
@@ -79,7 +102,7 @@ def ratio(row: dict[str, Any], ref: dict[str, Any] | None) -> dict[str, Any] | N
 
 
 def _ratios(row: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[dict | None, dict | None]:
-    ref_name = REFERENCE.get(row["client"], BACKUP_REFERENCE)
+    ref_name = REFERENCE.get(row["client"], BACKUP_REFERENCE)  # (every backup row against couchbackup)
     to_ref = ratio(row, _find(rows, row["condition"], ref_name))
     to_raw = None if row["client"] in REFERENCE else ratio(row, _find(rows, row["condition"], "raw"))
     return to_ref, to_raw
@@ -95,10 +118,14 @@ def _fmt_num(value: float | None, digits: int = 0) -> str:
     return "" if value is None else f"{value:,.{digits}f}"
 
 
+def _fmt_mb(count: int | None) -> str:
+    return "" if count is None else f"{count / MB:,.2f}"
+
+
 def table(rows: list[dict[str, Any]], timeout: float, docs_digits: int = 0) -> str:
     """docs_digits: decimals of the docs/s column below 100 (a few documents with large attachments: ~1 doc/s)."""
-    head = ("| condition | client | runs ok | median s | spread | docs/s | MB/s | peak RSS MiB | x couchbackup / couchrestore "
-            "| x raw read | 429s/run |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    head = ("| condition | client | runs ok | median s | spread | docs/s | MB/s | peak RSS MiB | stored MB | plain MB "
+            "| x couchbackup / couchrestore | x raw read | 429s/run |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         runs = f"{r['ok']}/{r['runs']}"
@@ -113,7 +140,8 @@ def table(rows: list[dict[str, Any]], timeout: float, docs_digits: int = 0) -> s
             docs_per_s = f"<{r['docs_per_s_below']:,.0f}" if r.get("docs_per_s_below") else "failed"
         lines.append(
             f"| {r['condition']} | {r['client']} | {runs} | {_fmt_num(r['seconds'], 2)} | {spread} | {docs_per_s} | "
-            f"{_fmt_num(r['mb_per_s'], 1)} | {_fmt_num(r['peak_rss_mib'], 0)} | {_fmt_ratio(r['x_reference'])} | "
+            f"{_fmt_num(r['mb_per_s'], 1)} | {_fmt_num(r['peak_rss_mib'], 0)} | {_fmt_mb(r.get('stored_bytes'))} | "
+            f"{_fmt_mb(r.get('plain_bytes'))} | {_fmt_ratio(r['x_reference'])} | "
             f"{_fmt_ratio(r['x_raw'])} | {'' if r['too_many_requests'] is None else _fmt_num(r['too_many_requests'])} |"
         )
     return "\n".join(lines)
@@ -132,11 +160,25 @@ RATIO_TARGETS = (
 RSS_TARGET_MIB = 80
 
 
+# Issue 17: with the default codec (gzip) a backup loses at most 10% throughput against none (per condition measured).
+CODEC_TARGET = ("backup (gzip) >= 0.9x backup (none)", "backup (gzip)", "backup (none)", 0.9)
+
+
+def _backup_row(rows: list[dict[str, Any]], condition: str) -> dict[str, Any] | None:
+    """The row of what users get: "backup", or with rows per codec the default codec's, unencrypted."""
+    return _find(rows, condition, "backup") or _find(rows, condition, DEFAULT_CODEC_ROW)
+
+
 def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each target measured in this run: met / missed / not measured (a report, never an assertion)."""
     out = []
-    for what, condition, client, ref_name, minimum in RATIO_TARGETS:
-        row, ref = _find(rows, condition, client), _find(rows, condition, ref_name)
+    goals = list(RATIO_TARGETS)
+    what, client, ref_name, minimum = CODEC_TARGET
+    for condition in dict.fromkeys(r["condition"] for r in rows):
+        goals.append((f"{condition}: {what}", condition, client, ref_name, minimum))
+    for what, condition, client, ref_name, minimum in goals:
+        row = _backup_row(rows, condition) if client == "backup" else _find(rows, condition, client)
+        ref = _find(rows, condition, ref_name)
         if row is None or ref is None:
             continue
         r = ratio(row, ref)
@@ -147,14 +189,15 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             verdict, shown = ("unknown (the reference timed out)" if r["bound"] == ">" else "missed"), _fmt_ratio(r)
         out.append({"target": what, "measured": shown, "verdict": verdict})
-    ratelimited = _find(rows, "ratelimit", "backup")
+    ratelimited = _backup_row(rows, "ratelimit")
     if ratelimited is not None:
         bad = ratelimited["failed"] + ratelimited["timeouts"]
         out.append({"target": "ratelimit: zero failed backups", "measured": f"{bad} of {ratelimited['runs']} failed",
                     "verdict": "met" if not bad else "missed"})
-    rss = [r["peak_rss_mib"] for r in rows if r["client"] == "backup" and r["peak_rss_mib"] is not None]
+    rss = [r["peak_rss_mib"] for r in rows if is_backup(r["client"]) and r["peak_rss_mib"] is not None]
+    worst = "worst condition" if all(r["client"] == "backup" for r in rows if is_backup(r["client"])) else "worst row"
     if rss:
-        out.append({"target": f"backup peak RSS <= {RSS_TARGET_MIB} MiB (worst condition)", "measured": f"{max(rss):.0f} MiB",
+        out.append({"target": f"backup peak RSS <= {RSS_TARGET_MIB} MiB ({worst})", "measured": f"{max(rss):.0f} MiB",
                     "verdict": "met" if max(rss) <= RSS_TARGET_MIB else "missed"})
     return out
 

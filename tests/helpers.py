@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import http.server
 import io
 import json
 import os
+import random
+import re
 import threading
 import time
 import uuid
@@ -155,6 +158,21 @@ def object_lines(s3: Any, bucket: str, key: str) -> list[Any]:
     return [json.loads(line) for line in body.split(b"\n")[:-1]]
 
 
+BACKUP_OBJECT = re.compile(r"_backup\.txt(\.gz|\.zst)?(\.age)?$")
+"""How a backup object's key ends, whatever its codec (plain, gzip, zstd) and whether it is encrypted."""
+
+
+def is_backup_object(key: str) -> bool:
+    """A backup object's key (not its manifest, checkpoint or tail)."""
+    return BACKUP_OBJECT.search(key) is not None
+
+
+def plain_key(key: str, tag: str = "") -> str:
+    """A backup key like `key` (same database, same time) with `tag` before `_backup.txt` and no codec ending:
+    where a test puts an object it made of plain text."""
+    return BACKUP_OBJECT.sub(f"{tag}_backup.txt", key)
+
+
 def keys_in(s3: Any, bucket: str) -> list[str]:
     return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
 
@@ -173,6 +191,17 @@ def sample_docs(filler: int = 50, filler_bytes: int = 200) -> list[dict[str, Any
         {"_id": "odd id with spaces & / + ?", "v": 1},
     ]
     docs += [{"_id": f"doc-{i:06d}", "n": i, "pad": "p" * filler_bytes} for i in range(filler)]
+    return docs
+
+
+def incompressible_docs(filler: int = 50, filler_bytes: int = 2000) -> list[dict[str, Any]]:
+    """sample_docs' awkward cases, then `filler` docs whose pads are base64 of (seeded) random bytes: they hardly
+    compress (gzip keeps ~3/4 of them), so a backup with the default codec still spans several parts."""
+    docs = sample_docs(filler=0)
+    raw = (filler_bytes * 3 + 3) // 4
+    docs += [{"_id": f"doc-{i:06d}", "n": i,
+              "pad": base64.b64encode(random.Random(i).randbytes(raw)).decode("ascii")[:filler_bytes]}
+             for i in range(filler)]
     return docs
 
 

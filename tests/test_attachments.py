@@ -250,11 +250,13 @@ def test_couchrestore_restores_our_attachments(couch, compat_proxy, store, sourc
     s3, bucket = store
     path = tmp_path / "ours.txt"
     s3.download_file(bucket, backup["key"], str(path))
+    assert backup["key"].endswith("Z_backup.txt.gz"), backup  # gzip, the default: `gunzip -c ours | couchrestore`
     target = _new_name()
     load_docs(couch, target, [])  # couchrestore never creates the target
-    with path.open("rb") as f:
+    with subprocess.Popen(["gunzip", "-c", str(path)], stdout=subprocess.PIPE) as gunzip:
         proc = subprocess.run([str(BIN / "couchrestore"), "--url", compat_proxy.url_with_credentials(couch.admin),
-                               "--db", target, "--attachments"], stdin=f, capture_output=True, timeout=180)
+                               "--db", target, "--attachments"], stdin=gunzip.stdout, capture_output=True, timeout=180)
+    assert gunzip.returncode == 0
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     for doc_id, attachments in SOURCE.items():
         got = _attachments(couch, target, doc_id)

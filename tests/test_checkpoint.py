@@ -35,6 +35,7 @@ from tests.helpers import (
     keys_in,
     live_docs,
     load_docs,
+    object_body,
     run_at_once,
     run_main,
     sample_docs,
@@ -47,7 +48,10 @@ MIB = 1024 * 1024
 BIG_FILLER = 24_000
 BIG_DOCS = BIG_FILLER + 5
 # Smaller pages read a little slower: several invocations even on a fast machine; bytes do not depend on it.
-TUNING = {"PART_SIZE_MB": 5, "PAGE_SIZE": 500}
+# Uncompressed: a continued backup must end byte for byte as the one-shot one (a gzip backup stores one member per
+# invocation: its plain text is the same, see test_a_gzip_backup_over_short_invocations_has_the_one_shot_text),
+# and the parts and tails checked here are of plain lines (the sample docs compress to less than one part).
+TUNING = {"PART_SIZE_MB": 5, "PAGE_SIZE": 500, "COMPRESSION": "none"}
 # One second of work per invocation: the budget is 2 s and the backup stops 1 s before its end.
 SHORT = {"TIME_BUDGET": 2, "SAFETY_MARGIN": 1}
 MAX_INVOCATIONS = 80
@@ -196,6 +200,30 @@ def test_a_backup_over_many_short_invocations_ends_as_the_one_shot_bytes(couch, 
 
     target = f"{big_db}-restored"
     restored, _ = run_main({**params, "OPERATION": "restore", "COS_KEY": final["key"], "CLOUDANT_DB": target,
+                            "CREATE_TARGET": True, "RESTORE_BATCH_SIZE": 2000})
+    assert restored["ok"] and restored["docs"] == BIG_DOCS, restored
+    assert live_docs(couch, target) == live_docs(couch, big_db)
+
+
+def test_a_gzip_backup_over_short_invocations_has_the_one_shot_text(couch, big_db, bucket, s3_client, params,
+                                                                    one_shot):
+    """The default codec: one gzip member per invocation that wrote data, so not the one-shot bytes, but the
+    same plain text (read by Python's gzip), and it verifies and restores."""
+    gzip_params = {k: v for k, v in params.items() if k != "COMPRESSION"}
+    results = _until_complete(lambda _: run_main({**gzip_params, **SHORT, "PAGE_SIZE": 50})[0])
+    final = results[-1]
+    assert len(results) >= 2 and final["docs"] == BIG_DOCS and final["key"].endswith("Z_backup.txt.gz"), results
+    assert final["compression"] == "gzip" and final["plain_bytes"] == len(one_shot["body"]), final
+    _assert_no_checkpoint_left(s3_client, bucket, final["key"])
+    _assert_same_bytes_as_one_shot(object_body(s3_client, bucket, final["key"]), one_shot)
+    manifest = _json(s3_client, bucket, manifest_key(final["key"]))
+    assert manifest["compression"] == "gzip" and manifest["invocations"] == len(results)
+    assert 2 <= len(manifest["segments"]) <= len(results), manifest["segments"]
+    assert manifest["plain_bytes"] == len(one_shot["body"]) and manifest["docs"] == BIG_DOCS
+    verified, _ = run_main({**gzip_params, "OPERATION": "verify", "COS_KEY": final["key"]})
+    assert verified["ok"] and verified["docs"] == BIG_DOCS and verified["content_checked"] is True, verified
+    target = f"{big_db}-gz-restored"
+    restored, _ = run_main({**gzip_params, "OPERATION": "restore", "COS_KEY": final["key"], "CLOUDANT_DB": target,
                             "CREATE_TARGET": True, "RESTORE_BATCH_SIZE": 2000})
     assert restored["ok"] and restored["docs"] == BIG_DOCS, restored
     assert live_docs(couch, target) == live_docs(couch, big_db)

@@ -83,8 +83,9 @@ def test_on_a_terminal_a_backup_draws_a_progress_bar_and_the_list_prints_as_a_ta
     assert re.search(rf"backup {re.escape(db)}: +100%\|", err), err  # the bar, at its end
     assert "docs/s" in err and "3.00k/3.00k" in err, err
     assert not re.search(r'^\{"ts"', err, re.M), "no JSON log lines on a terminal"
-    assert re.match(rf"backed up {re.escape(db)}: 3,000 docs, [\d.]+ KiB in [\d.]+ s \(full, complete\)\r?\n  {re.escape(db)}_",
-                    out), out
+    # gzip by default: the stored size, then the plain one
+    assert re.match(rf"backed up {re.escape(db)}: 3,000 docs, [\d.]+ KiB \(gzip of [\d.]+ KiB\) in [\d.]+ s "
+                    rf"\(full, complete\)\r?\n  {re.escape(db)}_\S+Z_backup\.txt\.gz(\s|$)", out), out
 
     code, out, err = on_terminal(["list", "--db", db], env)
     assert code == 0, (out, err)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.helpers import cos_params, couch_params, live_docs, load_docs, run_main, sample_docs
+from tests.helpers import cos_params, couch_params, live_docs, load_docs, object_body, run_main, sample_docs
 
 pytestmark = pytest.mark.integration
 DEPTHS = (1_200, 3_000)
@@ -100,7 +100,7 @@ def test_full_backup_verify_and_restore_keep_a_deep_document(couch, db_name, buc
     _load(couch, db_name)
     backup, _ = run_main({**params, "PAGE_SIZE": 20, "DOCS_PER_LINE": 7})
     assert backup.get("ok") and backup["docs"] == 45 + len(DEPTHS), backup
-    body = s3_client.get_object(Bucket=bucket, Key=backup["key"])["Body"].read()
+    body = object_body(s3_client, bucket, backup["key"])
     assert max(body) < 0x80 and body.count(b"\n") == body.count(b"\n[") + 1
     assert _deep_value(3_000).encode("ascii", "backslashreplace").replace(b"\\x", b"\\u00") in body
 

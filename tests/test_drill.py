@@ -196,11 +196,16 @@ def test_conflicts_and_attachments_drill_equal(couch, db_name, params):
     _assert_cleaned(couch, dbs_before, result)
 
 
-def test_a_damaged_backup_fails_the_drill_and_its_scratch_database_is_deleted(couch, db_name, bucket, s3_client, params):
+@pytest.mark.parametrize("codec", ["none", "gzip"])
+def test_a_damaged_backup_fails_the_drill_and_its_scratch_database_is_deleted(couch, db_name, bucket, s3_client, params,
+                                                                              codec):
     _source(couch, db_name)
-    key = run_main(params)[0]["key"]
+    key = run_main({**params, "COMPRESSION": codec})[0]["key"]
     body = bytearray(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
-    body[body.index(b'"doc-030"') + 2] ^= 0x04  # one bit: "doc-030" becomes "dkc-030", the JSON stays valid
+    if codec == "none":  # the damage made in plain text
+        body[body.index(b'"doc-030"') + 2] ^= 0x04  # one bit: "doc-030" becomes "dkc-030", the JSON stays valid
+    else:
+        body[len(body) // 2] ^= 0x04  # one bit of the compressed bytes
     s3_client.put_object(Bucket=bucket, Key=key, Body=bytes(body))
     before, dbs_before = _state(couch, db_name), _all_dbs(couch)
     result = _drill(params, DRILL_DB=f"{db_name}-scratch")
@@ -211,15 +216,16 @@ def test_a_damaged_backup_fails_the_drill_and_its_scratch_database_is_deleted(co
 
 
 def _forge(s3: Any, bucket: str, key: str, old: bytes, new: bytes) -> None:
-    """Replace bytes of a one-part backup and make its manifest match: whole and well-formed, but not what the
-    source wrote."""
+    """Replace bytes of a one-part uncompressed backup and make its manifest match: whole and well-formed, but not
+    what the source wrote."""
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     forged = body.replace(old, new, 1)
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key(key))["Body"].read())
     assert forged != body and len(manifest["parts"]) == 1
     sha = hashlib.sha256(forged).hexdigest()
+    assert manifest["compression"] == "none"
     manifest.update(bytes=len(forged), sha256=hashlib.sha256(sha.encode()).hexdigest(),
-                    parts=[{"size": len(forged), "sha256": sha}])
+                    parts=[{"size": len(forged), "sha256": sha}], plain_bytes=len(forged))
     s3.put_object(Bucket=bucket, Key=key, Body=forged)
     s3.put_object(Bucket=bucket, Key=manifest_key(key), Body=json.dumps(manifest).encode())
 
@@ -228,7 +234,7 @@ def test_a_backup_that_does_not_hold_what_the_source_wrote_fails_the_drill(couch
     """The restore holds what the backup holds (equal), but the sample sees the source's document at the same
     revision with another body."""
     _source(couch, db_name)
-    key = run_main(params)[0]["key"]
+    key = run_main({**params, "COMPRESSION": "none"})[0]["key"]  # forged in plain text, in place
     _forge(s3_client, bucket, key, b'"_id":"doc-007"', b'"forged":true,"_id":"doc-007"')
     verified, _ = run_main({**params, "OPERATION": "verify", "COS_KEY": key})
     assert verified["ok"], verified  # whole, as far as its manifest can tell

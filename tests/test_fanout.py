@@ -68,7 +68,7 @@ def _cli(params: dict[str, Any], *argv: str) -> tuple[int, dict[str, Any]]:
 def _assert_backed_up(s3: Any, bucket: str, outcome: dict[str, Any], docs: int) -> None:
     name = outcome["database"]
     assert outcome["complete"] is True and outcome["docs"] == docs and outcome["kind"] == "full", outcome
-    assert outcome["key"].startswith(f"{name}_") and outcome["key"].endswith("Z_backup.txt")
+    assert outcome["key"].startswith(f"{name}_") and outcome["key"].endswith("Z_backup.txt.gz")  # gzip by default
     assert {outcome["key"], manifest_key(outcome["key"])} <= set(keys_in(s3, bucket))
 
 

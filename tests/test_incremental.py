@@ -20,6 +20,7 @@ from tests.helpers import (
     keys_in,
     live_docs,
     load_docs,
+    object_body,
     object_lines,
     run_main,
     sample_docs,
@@ -319,7 +320,7 @@ def test_an_incremental_of_large_documents_makes_bounded_lines(couch, db_name, b
     _update(couch, db_name, [f"doc-{i:03d}" for i in range(30)], blob="x" * 300_000)  # ~9 MB of changes
     incremental, _ = run_main({**params, **INCREMENTAL})
     assert incremental["ok"] and incremental["docs"] == 30, incremental
-    body = s3_client.get_object(Bucket=bucket, Key=incremental["key"])["Body"].read()
+    body = object_body(s3_client, bucket, incremental["key"])
     lines = body.split(b"\n")[1:-1]
     assert len(lines) >= 3 and all(len(line) < LINE_BYTES + 310_000 for line in lines), [len(x) for x in lines]
     _assert_incremental(s3_client, bucket, incremental, full, db_name)

@@ -42,26 +42,34 @@ def _couchbackup(proxy_url, db, mode, out: Path) -> None:
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
 
 
-@pytest.mark.parametrize("attachments", [True, False], ids=["attachments", "no-attachments"])
-def test_couchrestore_restores_our_backup_exactly(attachments, couch, compat_proxy, db_name, bucket, s3_client, seaweed,
-                                                  tmp_path):
+@pytest.mark.parametrize(("attachments", "codec"), [(True, "gzip"), (False, "gzip"), (True, "none")],
+                         ids=["attachments", "no-attachments", "attachments-uncompressed"])
+def test_couchrestore_restores_our_backup_exactly(attachments, codec, couch, compat_proxy, db_name, bucket, s3_client,
+                                                  seaweed, tmp_path):
     """A backup made with ATTACHMENTS (the default) says so in its metadata line: couchrestore wants --attachments
-    for it (and refuses that option for a file made without)."""
+    for it (and refuses that option for a file made without). Our object is gzip by default: a user pipes it
+    through gunzip (`gunzip -c obj | couchrestore`); an uncompressed one goes to couchrestore as it is."""
     _source(couch, db_name)
     params = {"CLOUDANT_URL": couch.url, "CLOUDANT_DB": db_name, "CLOUDANT_USERNAME": couch.admin[0],
               "CLOUDANT_PASSWORD": couch.admin[1], "COS_ENDPOINT": seaweed.endpoint, "COS_BUCKET": bucket,
               "COS_ACCESS_KEY_ID": seaweed.access_key, "COS_SECRET_ACCESS_KEY": seaweed.secret_key}
-    backup, _ = run_main({**params, "DOCS_PER_LINE": 100, "ATTACHMENTS": attachments})
-    assert backup["ok"], backup
+    backup, _ = run_main({**params, "DOCS_PER_LINE": 100, "ATTACHMENTS": attachments,
+                          **({} if codec == "gzip" else {"COMPRESSION": codec})})
+    assert backup["ok"] and backup["key"].endswith({"gzip": "Z_backup.txt.gz", "none": "Z_backup.txt"}[codec]), backup
     path = tmp_path / "ours.txt"
     s3_client.download_file(bucket, backup["key"], str(path))
 
     target = f"{db_name}-by-couchrestore"
     load_docs(couch, target, [])  # couchrestore never creates the target
-    with path.open("rb") as f:
-        proc = subprocess.run([str(BIN / "couchrestore"), "--url", _url_with_credentials(compat_proxy.url, couch.admin),
-                               "--db", target, *(["--attachments"] if attachments else [])],
-                              stdin=f, capture_output=True, timeout=180)
+    restore = [str(BIN / "couchrestore"), "--url", _url_with_credentials(compat_proxy.url, couch.admin),
+               "--db", target, *(["--attachments"] if attachments else [])]
+    if codec == "gzip":
+        with subprocess.Popen(["gunzip", "-c", str(path)], stdout=subprocess.PIPE) as gunzip:
+            proc = subprocess.run(restore, stdin=gunzip.stdout, capture_output=True, timeout=180)
+        assert gunzip.returncode == 0
+    else:
+        with path.open("rb") as f:
+            proc = subprocess.run(restore, stdin=f, capture_output=True, timeout=180)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert live_docs(couch, target) == live_docs(couch, db_name)
 

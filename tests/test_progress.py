@@ -264,7 +264,7 @@ def test_each_cos_retry_logs_what_is_retried_its_attempt_and_its_wait(couch, db_
 def test_verify_logs_its_cos_retries_too(couch, db_name, seaweed, bucket, s3_proxy, params):
     load_docs(couch, db_name, [{"_id": f"doc-{i:04d}"} for i in range(20)])
     backup, _ = run_main(params)
-    s3_proxy.add_rule(r"^GET /[^?]+_backup\.txt$", Fault.status(503))
+    s3_proxy.add_rule(r"^GET /[^?]+_backup\.txt\.gz$", Fault.status(503))  # gzip, the default
     verified, log = run_main({**params, "COS_ENDPOINT": s3_proxy.url, "OPERATION": "verify", "COS_KEY": backup["key"]})
     assert verified.get("ok"), verified
     [line] = _retries(log, "cos")

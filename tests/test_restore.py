@@ -20,8 +20,11 @@ from tests.helpers import (
     couch_params,
     db_exists,
     incomplete_uploads,
+    incompressible_docs,
     live_docs,
     load_docs,
+    object_body,
+    plain_key,
     run_main,
     sample_docs,
 )
@@ -50,7 +53,7 @@ def _restore(params, key, target, **extra):
 
 
 def test_round_trip_keeps_every_id_rev_and_body(couch, db_name, params):
-    load_docs(couch, db_name, sample_docs(filler=4000, filler_bytes=2000))  # multi-part object
+    load_docs(couch, db_name, incompressible_docs(filler=4000, filler_bytes=2000))  # multi-part object, gzip too
     _revise(couch, db_name, ["doc-000001", "café-ünïcødé", "_design/by_name"], times=3)
     backup, _ = run_main({**params, "PART_SIZE_MB": 5})
     assert backup["ok"] and backup["parts"] >= 2, backup
@@ -91,7 +94,7 @@ def test_large_documents_make_bounded_lines_and_requests(couch, db_name, bucket,
     load_docs(couch, db_name, [{"_id": f"big-{i:03d}", "blob": f"{i}" * 300_000} for i in range(30)])  # ~9 MB
     backup, _ = run_main(params)
     assert backup["ok"] and backup["docs"] == 30, backup
-    body = s3_client.get_object(Bucket=bucket, Key=backup["key"])["Body"].read()
+    body = object_body(s3_client, bucket, backup["key"])
     lines = body.split(b"\n")[1:-1]
     assert len(lines) >= 3 and all(len(line) < LINE_BYTES + 310_000 for line in lines), [len(x) for x in lines]
 
@@ -148,10 +151,10 @@ def test_restore_into_a_missing_database_needs_create_target(couch, db_name, par
 def test_a_corrupted_line_is_reported_with_its_line_number(couch, db_name, bucket, s3_client, params):
     load_docs(couch, db_name, sample_docs(filler=30))
     backup, _ = run_main({**params, "DOCS_PER_LINE": 5})
-    body = s3_client.get_object(Bucket=bucket, Key=backup["key"])["Body"].read()
+    body = object_body(s3_client, bucket, backup["key"])
     lines = body.split(b"\n")
     lines[3] = lines[3][:-7] + b"garbage"
-    key = backup["key"].replace("_backup.txt", "1_backup.txt")
+    key = plain_key(backup["key"], "1")
     s3_client.put_object(Bucket=bucket, Key=key, Body=b"\n".join(lines))
     result, _ = _restore(params, key, f"{db_name}-copy", CREATE_TARGET=True)
     assert result["kind"] == "format"
@@ -173,7 +176,7 @@ def test_a_rejected_batch_fails_the_restore_and_names_the_batch(couch, db_name, 
 
 def test_verify_accepts_a_good_backup_and_catches_truncation_and_corruption(couch, db_name, bucket, s3_client, params):
     load_docs(couch, db_name, sample_docs(filler=50))
-    backup, _ = run_main(params)
+    backup, _ = run_main(params)  # gzip, the default
     verified, _ = run_main({**params, "OPERATION": "verify", "COS_KEY": backup["key"]})
     assert verified["ok"] and verified["docs"] == backup["docs"] and verified["sha256"] == backup["sha256"]
 
@@ -182,11 +185,20 @@ def test_verify_accepts_a_good_backup_and_catches_truncation_and_corruption(couc
     truncated, _ = run_main({**params, "OPERATION": "verify", "COS_KEY": backup["key"]})
     assert truncated["kind"] == "format" and "truncated" in truncated["error"], truncated
 
+    flipped = bytearray(body)
+    flipped[len(body) // 2] ^= 0x04  # one bit of the compressed bytes
+    s3_client.put_object(Bucket=bucket, Key=backup["key"], Body=bytes(flipped))
+    corrupted, _ = run_main({**params, "OPERATION": "verify", "COS_KEY": backup["key"]})
+    assert corrupted["kind"] == "format" and "sha256 differs" in corrupted["error"], corrupted
+
+    # Uncompressed: the damage is made in plain text (a digit changed, the JSON still valid, the size the same).
+    plain, _ = run_main({**params, "COMPRESSION": "none"})
+    body = s3_client.get_object(Bucket=bucket, Key=plain["key"])["Body"].read()
     flipped = body.replace(b'"n":7,', b'"n":8,')
     assert len(flipped) == len(body) and flipped != body
-    s3_client.put_object(Bucket=bucket, Key=backup["key"], Body=flipped)
-    corrupted, _ = run_main({**params, "OPERATION": "verify", "COS_KEY": backup["key"]})
-    assert corrupted["kind"] == "format" and "sha256 differs" in corrupted["error"]
+    s3_client.put_object(Bucket=bucket, Key=plain["key"], Body=flipped)
+    corrupted, _ = run_main({**params, "OPERATION": "verify", "COS_KEY": plain["key"]})
+    assert corrupted["kind"] == "format" and "sha256 differs" in corrupted["error"], corrupted
 
 
 def test_verify_refuses_a_manifest_of_another_backup_or_one_inconsistent_with_itself(couch, db_name, bucket, s3_client,
@@ -283,9 +295,9 @@ def test_a_gzip_compressed_backup_restores_whatever_its_key(couch, db_name, buck
     """`couchbackup | gzip` is what couchbackup's docs recommend: recognised by its magic bytes, not its key."""
     load_docs(couch, db_name, sample_docs(filler=300))
     backup, _ = run_main({**params, "DOCS_PER_LINE": 50})
-    body = s3_client.get_object(Bucket=bucket, Key=backup["key"])["Body"].read()
+    body = object_body(s3_client, bucket, backup["key"])
     half = body.index(b"\n", len(body) // 2) + 1  # two gzip members, as `gzip -c a b` writes
-    key = backup["key"].replace("_backup.txt", "1_backup.txt")
+    key = plain_key(backup["key"], "1")  # a key without the .gz ending
     s3_client.put_object(Bucket=bucket, Key=key, Body=gzip.compress(body[:half]) + gzip.compress(body[half:]))
     restored, _ = _restore(params, key, f"{db_name}-copy", CREATE_TARGET=True)
     assert restored["ok"] and restored["docs"] == backup["docs"] == 305, restored
@@ -295,8 +307,8 @@ def test_a_gzip_compressed_backup_restores_whatever_its_key(couch, db_name, buck
 def test_a_truncated_gzip_backup_fails_and_deletes_the_target_it_created(couch, db_name, bucket, s3_client, params):
     load_docs(couch, db_name, sample_docs(filler=30))
     backup, _ = run_main(params)
-    zipped = gzip.compress(s3_client.get_object(Bucket=bucket, Key=backup["key"])["Body"].read())
-    key = backup["key"].replace("_backup.txt", "1_backup.txt")
+    zipped = gzip.compress(object_body(s3_client, bucket, backup["key"]))
+    key = plain_key(backup["key"], "1")
     s3_client.put_object(Bucket=bucket, Key=key, Body=zipped[:-20])
     result, _ = _restore(params, key, f"{db_name}-copy", CREATE_TARGET=True, RESTORE_BATCH_SIZE=1000)
     assert result["kind"] == "format" and "truncated" in result["error"], result

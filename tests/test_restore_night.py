@@ -30,22 +30,36 @@ PAD = "p" * 900  # ~1 KB documents: 12,000 of them make a 3-part object at 5 MiB
 
 @pytest.fixture(scope="module")
 def three_parts(couch, seaweed) -> dict[str, Any]:
-    """One backup object of three parts (5 MiB, 5 MiB, the rest) and its source, made once for the module."""
+    """One backup object of three parts (5 MiB, 5 MiB, the rest) and its source, made once for the module.
+    Uncompressed: its tests damage it in plain text (a bit of a pad flipped, a line appended) and count the
+    documents of its parts (the pads compress to one part with gzip)."""
     db = "night-three-parts"
     bucket = "night-three-parts"
     s3 = seaweed.client()
     s3.create_bucket(Bucket=bucket)
     load_docs(couch, db, [{"_id": f"doc-{i:05d}", "pad": PAD} for i in range(12_000)])
-    params = {**couch_params(couch, db), **cos_params(seaweed, bucket)}
+    params = {**couch_params(couch, db), **cos_params(seaweed, bucket), "COMPRESSION": "none"}
     made, _ = run_main(params)
-    assert made.get("ok") and made["parts"] == 3, made
+    assert made.get("ok") and made["parts"] == 3 and made["key"].endswith("Z_backup.txt"), made
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key(made["key"]))["Body"].read())
     body = s3.get_object(Bucket=bucket, Key=made["key"])["Body"].read()
     return {"params": params, "key": made["key"], "manifest": manifest, "body": body, "bucket": bucket}
 
 
+@pytest.fixture(scope="module")
+def gzipped(three_parts, seaweed) -> dict[str, Any]:
+    """A backup of the same database with the default codec (gzip, one part)."""
+    s3 = seaweed.client()
+    params = {k: v for k, v in three_parts["params"].items() if k != "COMPRESSION"}
+    made, _ = run_main(params)
+    assert made.get("ok") and made["key"].endswith("Z_backup.txt.gz"), made
+    manifest = json.loads(s3.get_object(Bucket=three_parts["bucket"], Key=manifest_key(made["key"]))["Body"].read())
+    body = s3.get_object(Bucket=three_parts["bucket"], Key=made["key"])["Body"].read()
+    return {**three_parts, "params": params, "key": made["key"], "manifest": manifest, "body": body}
+
+
 def _put_copy(s3: Any, bucket: str, source: dict[str, Any], body: bytes, name: str) -> str:
-    """A copy of the three-part backup under another key, with its manifest (made for that key)."""
+    """A copy of the backup under another key (same codec ending), with its manifest (made for that key)."""
     key = source["key"].replace("_backup.txt", f"-{name}_backup.txt")
     s3.put_object(Bucket=bucket, Key=key, Body=body)
     s3.put_object(Bucket=bucket, Key=manifest_key(key), Body=json.dumps({**source["manifest"], "key": key}).encode())
@@ -60,10 +74,12 @@ def _count(couch: Any, db: str) -> int:
 # -- 1. nothing unverified is written
 
 
-def test_a_truncated_object_is_refused_before_anything_is_written(couch, db_name, s3_client, three_parts):
-    bucket = three_parts["bucket"]
-    cut = _put_copy(s3_client, bucket, three_parts, three_parts["body"][: len(three_parts["body"]) // 2], "cut")
-    result, _ = run_main({**three_parts["params"], "OPERATION": "restore", "COS_KEY": cut, "CLOUDANT_DB": db_name,
+@pytest.mark.parametrize("codec", ["none", "gzip"])
+def test_a_truncated_object_is_refused_before_anything_is_written(couch, db_name, s3_client, request, codec):
+    made = request.getfixturevalue("three_parts" if codec == "none" else "gzipped")
+    bucket = made["bucket"]
+    cut = _put_copy(s3_client, bucket, made, made["body"][: len(made["body"]) // 2], "cut")
+    result, _ = run_main({**made["params"], "OPERATION": "restore", "COS_KEY": cut, "CLOUDANT_DB": db_name,
                           "CREATE_TARGET": True})
     assert result.get("kind") == "format" and "nothing was written" in result["error"], result
     assert not db_exists(couch, db_name)  # not even created

@@ -48,9 +48,9 @@ def _of(s3: Any, bucket: str, db: str) -> list[str]:
 
 def _craft_old_copy(s3: Any, bucket: str, key: str, db: str, days_ago: float, base: str | None = None) -> str:
     """A copy of a backup under a key whose time is `days_ago` days back (keys carry the time)."""
-    old = backup_key("", db, datetime.now(UTC) - timedelta(days=days_ago))
-    s3.put_object(Bucket=bucket, Key=old, Body=s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key(key))["Body"].read())
+    old = backup_key("", db, datetime.now(UTC) - timedelta(days=days_ago), manifest["compression"])  # same ending
+    s3.put_object(Bucket=bucket, Key=old, Body=s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     manifest["key"] = old
     if base is not None:
         manifest["base"] = base

@@ -53,8 +53,8 @@ def _age_backup(s3: Any, bucket: str, key: str, hours: float) -> str:
     """Move a backup (object and manifest) to the key it would have had `hours` ago; its manifest records that key."""
     name = parse_backup_key(key, "status/")
     assert name is not None
-    old = backup_key("status/", name.db, datetime.now(UTC) - timedelta(hours=hours))
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key(key))["Body"].read())
+    old = backup_key("status/", name.db, datetime.now(UTC) - timedelta(hours=hours), manifest["compression"])
     s3.put_object(Bucket=bucket, Key=old, Body=s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     s3.put_object(Bucket=bucket, Key=manifest_key(old), Body=json.dumps({**manifest, "key": old}).encode())
     for gone in (key, manifest_key(key)):

@@ -12,7 +12,7 @@ import pytest
 
 from devstack import FaultProxy
 from tests.faults.outcomes import backup_of, unique
-from tests.helpers import load_docs, sample_docs
+from tests.helpers import incompressible_docs, load_docs, sample_docs
 
 
 @pytest.fixture
@@ -39,9 +39,17 @@ def small_db(couch: Any) -> str:
 
 @pytest.fixture(scope="module")
 def big_db(couch: Any) -> str:
-    """~7 MB, 3005 docs: two multipart parts of 5 MiB."""
+    """~7 MB, 3005 docs: two multipart parts of 5 MiB uncompressed (one with gzip: see bulky_db)."""
     name = unique("big")
     load_docs(couch, name, sample_docs(filler=3000, filler_bytes=2000))
+    return name
+
+
+@pytest.fixture(scope="module")
+def bulky_db(couch: Any) -> str:
+    """~9 MB, 4005 docs whose pads hardly compress: two multipart parts of 5 MiB with the default codec (gzip)."""
+    name = unique("bulky")
+    load_docs(couch, name, incompressible_docs(filler=4000, filler_bytes=2000))
     return name
 
 

@@ -14,7 +14,16 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
-from tests.helpers import cos_params, couch_params, incomplete_uploads, keys_in, live_docs, object_lines, run_main
+from tests.helpers import (
+    cos_params,
+    couch_params,
+    incomplete_uploads,
+    is_backup_object,
+    keys_in,
+    live_docs,
+    object_lines,
+    run_main,
+)
 
 # Regexes over "METHOD path?query" for the requests the product makes.
 ALL_DOCS = r"^POST /[^/]+/_all_docs"
@@ -60,7 +69,7 @@ def docs_of(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
 
 
 def backup_keys(s3: Any, bucket: str, db: str | None = None) -> list[str]:
-    return [k for k in keys_in(s3, bucket) if k.endswith("_backup.txt") and (db is None or k.startswith(f"{db}_"))]
+    return [k for k in keys_in(s3, bucket) if is_backup_object(k) and (db is None or k.startswith(f"{db}_"))]
 
 
 def assert_backup_completed(result: dict[str, Any], couch: Any, db: str, s3: Any, bucket: str,

@@ -37,9 +37,9 @@ MANIFEST_PUT = r"^PUT /[^?]+\.manifest\.json$"
 
 
 @pytest.fixture
-def backup_params(couch, seaweed, bucket, big_db, s3_proxy) -> dict[str, Any]:
-    """Back up big_db (two 5 MiB parts) through the S3 proxy into a fresh bucket."""
-    params = {**couch_params(couch, big_db), **cos_params(seaweed, bucket), "PART_SIZE_MB": 5, "DOCS_PER_LINE": 300}
+def backup_params(couch, seaweed, bucket, bulky_db, s3_proxy) -> dict[str, Any]:
+    """Back up bulky_db (two 5 MiB parts, gzip by default) through the S3 proxy into a fresh bucket."""
+    params = {**couch_params(couch, bulky_db), **cos_params(seaweed, bucket), "PART_SIZE_MB": 5, "DOCS_PER_LINE": 300}
     return via(s3_proxy, params, "COS_ENDPOINT")
 
 
@@ -77,19 +77,19 @@ def test_hmac_signatures_pass_the_proxy_only_with_the_host_header_kept(seaweed, 
     pytest.param(MANIFEST_PUT, lambda: Fault.status(503, times=2), 0, id="manifest-503-x2"),
     pytest.param(r"^HEAD ", lambda: Fault.status(500, times=2), 0, id="bucket-check-500-x2"),
 ])
-def test_a_transient_s3_fault_still_completes_the_backup(couch, big_db, seaweed, bucket, s3_client, s3_proxy,
+def test_a_transient_s3_fault_still_completes_the_backup(couch, bulky_db, seaweed, bucket, s3_client, s3_proxy,
                                                          backup_params, where, fault, skip):
     s3_proxy.add_rule(where, fault(), skip=skip)
     result, _, elapsed = timed({**backup_params, "REQUEST_TIMEOUT": 2})
-    assert_backup_completed(result, couch, big_db, s3_client, bucket, _direct(backup_params, seaweed), restore=False)
+    assert_backup_completed(result, couch, bulky_db, s3_client, bucket, _direct(backup_params, seaweed), restore=False)
     assert result["parts"] == 2 and s3_proxy.faults >= 1 and elapsed < 45
 
 
-def test_s3_429_with_retry_after_is_retried_and_the_backup_completes(couch, big_db, seaweed, bucket, s3_client,
+def test_s3_429_with_retry_after_is_retried_and_the_backup_completes(couch, bulky_db, seaweed, bucket, s3_client,
                                                                      s3_proxy, backup_params):
     s3_proxy.add_rule(UPLOAD_PART, Fault.status(429, retry_after=1, times=2), skip=1)
     result, _, _ = timed(backup_params)
-    assert_backup_completed(result, couch, big_db, s3_client, bucket, _direct(backup_params, seaweed), restore=False)
+    assert_backup_completed(result, couch, bulky_db, s3_client, bucket, _direct(backup_params, seaweed), restore=False)
 
 
 # ---------------------------------------------------------------------------------------- backup, persistent
@@ -107,20 +107,20 @@ def test_s3_429_with_retry_after_is_retried_and_the_backup_completes(couch, big_
                  id="manifest-503"),
     pytest.param(r".", lambda: Fault.refuse(times=None), ("checking bucket", "Connection"), id="s3-unreachable"),
 ])
-def test_a_persistent_s3_fault_fails_cleanly_and_a_retry_succeeds(couch, big_db, seaweed, bucket, s3_client, s3_proxy,
+def test_a_persistent_s3_fault_fails_cleanly_and_a_retry_succeeds(couch, bulky_db, seaweed, bucket, s3_client, s3_proxy,
                                                                   backup_params, where, fault, fragments):
     args = {**backup_params, "MAX_RETRIES": 0, "REQUEST_TIMEOUT": 2}
     s3_proxy.add_rule(where, fault())
     result, _, elapsed = timed(args)
-    assert_failed_cleanly(result, "cos", fragments, s3_client, bucket, big_db, elapsed, within=40)
+    assert_failed_cleanly(result, "cos", fragments, s3_client, bucket, bulky_db, elapsed, within=40)
 
     s3_proxy.clear()
     retried, _, _ = timed(args)
-    assert_backup_completed(retried, couch, big_db, s3_client, bucket, _direct(args, seaweed), restore=False)
+    assert_backup_completed(retried, couch, bulky_db, s3_client, bucket, _direct(args, seaweed), restore=False)
 
 
 @pytest.mark.parametrize("retries", [0, 1])
-def test_max_retries_is_the_number_of_retries_of_one_request(big_db, bucket, s3_client, s3_proxy, backup_params,
+def test_max_retries_is_the_number_of_retries_of_one_request(bulky_db, bucket, s3_client, s3_proxy, backup_params,
                                                               retries):
     rule = s3_proxy.add_rule(UPLOAD_PART, Fault.status(503, times=None))
     result, _, _ = timed({**backup_params, "MAX_RETRIES": retries})
@@ -128,7 +128,7 @@ def test_max_retries_is_the_number_of_retries_of_one_request(big_db, bucket, s3_
     assert rule.hits == retries + 1
 
 
-def test_an_abort_that_fails_too_is_logged_with_the_upload_id(big_db, seaweed, bucket, s3_client, s3_proxy,
+def test_an_abort_that_fails_too_is_logged_with_the_upload_id(bulky_db, seaweed, bucket, s3_client, s3_proxy,
                                                               backup_params):
     """The part fails and so does the abort: the leftover upload is named so it can be cleaned up."""
     s3_proxy.add_rule(UPLOAD_PART, Fault.status(503, times=None))
@@ -145,7 +145,7 @@ NO_SUCH_UPLOAD = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchU
                   b"<Message>The specified multipart upload does not exist.</Message></Error>")
 
 
-def test_a_completion_whose_answer_is_lost_is_confirmed_not_failed(couch, big_db, seaweed, bucket, s3_client,
+def test_a_completion_whose_answer_is_lost_is_confirmed_not_failed(couch, bulky_db, seaweed, bucket, s3_client,
                                                                    s3_proxy, backup_params):
     """The completion lands but its answer never comes; the SDK's retry gets NoSuchUpload, as S3 and COS answer
     (SeaweedFS would complete twice). The object is there and is our parts: the backup is done, with its manifest,
@@ -154,14 +154,14 @@ def test_a_completion_whose_answer_is_lost_is_confirmed_not_failed(couch, big_db
     s3_proxy.add_rule(COMPLETE_UPLOAD, Fault.status(404, body=NO_SUCH_UPLOAD, times=None), skip=1)
     result, log, _ = timed({**backup_params, "REQUEST_TIMEOUT": 2, "MAX_RETRIES": 2})
     assert result.get("complete") is True and log.events("completion_confirmed"), result
-    assert_backup_completed(result, couch, big_db, s3_client, bucket, _direct(backup_params, seaweed), restore=False)
+    assert_backup_completed(result, couch, bulky_db, s3_client, bucket, _direct(backup_params, seaweed), restore=False)
 
 
 LIST_OBJECTS = r"^GET /[^/?]+\?(?=.*list-type=2)"
 TAIL_PUT = r"^PUT /[^?]+\.checkpoint\.[^/?]+\.json\.tail\.\d+$"
 
 
-def test_a_retention_failure_after_the_backup_keeps_the_backup_and_says_so(couch, big_db, seaweed, bucket, s3_client,
+def test_a_retention_failure_after_the_backup_keeps_the_backup_and_says_so(couch, bulky_db, seaweed, bucket, s3_client,
                                                                            s3_proxy, backup_params):
     """The object and its manifest are written when retention's listing fails: the backup is reported done
     (a retry would make a second one), with the retention error beside it."""
@@ -169,7 +169,7 @@ def test_a_retention_failure_after_the_backup_keeps_the_backup_and_says_so(couch
     result, log, _ = timed({**backup_params, "MAX_RETRIES": 0, "KEEP_LAST": 1})
     assert result.get("complete") is True and "listing" in result["retention_error"], result
     assert "deleted_old_backups" not in result and log.events("retention_failed")
-    assert_backup_completed(result, couch, big_db, s3_client, bucket, _direct(backup_params, seaweed), restore=False)
+    assert_backup_completed(result, couch, bulky_db, s3_client, bucket, _direct(backup_params, seaweed), restore=False)
 
 
 def test_a_tail_that_cannot_be_written_at_the_deadline_fails_cleanly(couch, small_db, seaweed, bucket, s3_client,

@@ -214,7 +214,7 @@ def own_bucket(own_seaweed: SeaweedS3) -> str:
     return name
 
 
-def test_s3_killed_and_restarted_mid_upload_the_backup_completes(couch, big_db, own_seaweed, own_bucket, alive):
+def test_s3_killed_and_restarted_mid_upload_the_backup_completes(couch, bulky_db, own_seaweed, own_bucket, alive):
     restarts: list[Later] = []
 
     def crash(fields: dict[str, Any]) -> None:
@@ -223,21 +223,21 @@ def test_s3_killed_and_restarted_mid_upload_the_backup_completes(couch, big_db, 
             restarts.append(Later(own_seaweed.start))
 
     # MAX_RETRIES 10: botocore's jittered backoff (up to 20 s a step) comfortably outlasts a ~3-5 s restart.
-    params = {**couch_params(couch, big_db), **cos_params(own_seaweed, own_bucket), "PART_SIZE_MB": 5,
+    params = {**couch_params(couch, bulky_db), **cos_params(own_seaweed, own_bucket), "PART_SIZE_MB": 5,
               "MAX_RETRIES": 10}
     result, log, elapsed = timed(params, CapturedLog(hooks={"part_uploaded": crash}))
     assert restarts, "the server was never killed"
     restarts[0].join()
     s3 = own_seaweed.client()
-    assert_backup_completed(result, couch, big_db, s3, own_bucket, params)
+    assert_backup_completed(result, couch, bulky_db, s3, own_bucket, params)
     assert result["parts"] == 2 and elapsed < 90
 
 
-def test_s3_killed_for_good_mid_upload_fails_and_names_the_upload_it_could_not_abort(couch, big_db, own_seaweed,
+def test_s3_killed_for_good_mid_upload_fails_and_names_the_upload_it_could_not_abort(couch, bulky_db, own_seaweed,
                                                                                      own_bucket, alive):
     """No program can abort an upload on a dead server: the error is clear, the leftover upload is logged by id
     (an AbortIncompleteMultipartUpload lifecycle rule removes it), no object appears, and a retry succeeds."""
-    params = {**couch_params(couch, big_db), **cos_params(own_seaweed, own_bucket), "PART_SIZE_MB": 5,
+    params = {**couch_params(couch, bulky_db), **cos_params(own_seaweed, own_bucket), "PART_SIZE_MB": 5,
               "MAX_RETRIES": 0, "REQUEST_TIMEOUT": 5}
     hooks = {"part_uploaded": lambda fields: own_seaweed.kill() if fields["part"] == 1 else None}
     result, log, elapsed = timed(params, CapturedLog(hooks=hooks))
@@ -254,5 +254,5 @@ def test_s3_killed_for_good_mid_upload_fails_and_names_the_upload_it_could_not_a
     assert leftover["UploadId"] == abort_failed["upload_id"]
     s3.abort_multipart_upload(Bucket=own_bucket, Key=leftover["Key"], UploadId=leftover["UploadId"])  # the operator
     retried, _, _ = timed(params)
-    assert_backup_completed(retried, couch, big_db, s3, own_bucket, params, restore=False)
+    assert_backup_completed(retried, couch, bulky_db, s3, own_bucket, params, restore=False)
 

@@ -12,7 +12,7 @@ import pytest
 
 from devstack import Fault
 from tests.faults.outcomes import via
-from tests.helpers import cos_params, couch_params, incomplete_uploads, keys_in, run_main
+from tests.helpers import cos_params, couch_params, incomplete_uploads, is_backup_object, keys_in, run_main
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -27,5 +27,5 @@ def test_a_signal_while_the_finished_backup_drops_its_checkpoint_leaves_no_objec
     params: dict[str, Any] = {**couch_params(couch, small_db), **cos_params(seaweed, bucket), "TIME_BUDGET": 3600}
     result, _ = run_main(via(s3_proxy, params, "COS_ENDPOINT"))
     assert result.get("kind") == "interrupted", result
-    assert [k for k in keys_in(s3_client, bucket) if k.endswith("_backup.txt")] == []  # no object without manifest
+    assert [k for k in keys_in(s3_client, bucket) if is_backup_object(k)] == []  # no object without manifest
     assert incomplete_uploads(s3_client, bucket) == []
