@@ -2,8 +2,8 @@
 
     COS object --> verified parts --> decryption --> decompression --> OUTPUT
 
-An object made in several invocations is several age streams (and gzip members / zstd frames): `age -d` reads only
-the first, so this is the way to read it without the tool. The file is written under a temporary name beside
+An object made in several invocations is several age streams (and gzip members / zstd frames), which `age -d`
+refuses: this reads them at the offsets the manifest records. The file is written under a temporary name beside
 OUTPUT and renamed only once whole and of the size the manifest recorded: a failure never leaves a file at OUTPUT
 that looks complete. Only the command line runs it (the action has no file to give back).
 """
@@ -54,7 +54,7 @@ def run_decrypt(config: Config, log: Log) -> dict[str, Any]:
         if manifest is not None and size != manifest.plain_size:
             raise FormatError(f"decrypting {where}: its plain text is {size} bytes, the backup wrote "
                               f"{manifest.plain_size}: the manifest does not describe this object")
-        os.replace(partial, output)
+        os.link(partial, output)  # never over a file that appeared meanwhile (FileExistsError)
     finally:
         partial.unlink(missing_ok=True)
     result: dict[str, Any] = {"ok": True, "operation": "decrypt", "bucket": bucket, "key": key, "output": str(output),
