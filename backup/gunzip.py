@@ -38,8 +38,8 @@ def _inflate(chunks: Iterable[bytes], step: int) -> Iterator[bytes]:
     skipped (as gzip and Python's gzip allow). A stream that ends inside a member is truncated."""
     member: zlib._Decompress | None = None  # the gzip member being read; None between members
     read = 0
-    for chunk in chunks:
-        data = chunk
+    for data in _slices(chunks):
+        size = len(data)
         while data:
             if member is None:
                 data = data.lstrip(b"\0")
@@ -50,10 +50,23 @@ def _inflate(chunks: Iterable[bytes], step: int) -> Iterator[bytes]:
             data = member.unused_data if member.eof else b""
             if member.eof:
                 member = None
-        read += len(chunk)
+        read += size
     if member is not None:
         raise FormatError(f"the gzip-compressed backup is truncated: its stream ends inside a gzip member, after {read} "
                           "compressed bytes (an incomplete upload or download?)")
+
+
+INPUT = 256 * 1024  # compressed bytes handed to zlib at a time
+
+
+def _slices(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The chunks in slices of at most INPUT bytes: zlib copies the input it has not used yet (`unconsumed_tail`) after
+    each piece of output, so a whole verified part (5 MiB or more) handed over at once would be copied again and
+    again, and held twice."""
+    for chunk in chunks:
+        view = memoryview(chunk)
+        for start in range(0, len(view), INPUT):
+            yield bytes(view[start:start + INPUT])
 
 
 def _pieces(member: zlib._Decompress, data: bytes, step: int, read: int) -> Iterator[bytes]:
