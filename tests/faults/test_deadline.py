@@ -4,17 +4,31 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import pytest
+from pyrage import x25519
 
 from backup import cos
-from backup.config import MIB
+from backup.config import MIB, host_of
 from backup.deadline import Deadline
+from backup.keys import checkpoint_key, manifest_key
 from devstack import Fault
-from tests.faults.outcomes import ALL_DOCS, UPLOAD_PART, assert_backup_completed, client_via, timed, via
-from tests.helpers import CapturedLog, cos_params, couch_params, incomplete_uploads, keys_in
+from tests.faults.outcomes import ALL_DOCS, UPLOAD_PART, assert_backup_completed, client_via, timed, unique, via
+from tests.helpers import (
+    CapturedLog,
+    cos_params,
+    couch_params,
+    incomplete_uploads,
+    incompressible_docs,
+    keys_in,
+    live_docs,
+    load_docs,
+    object_lines,
+    run_main,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -134,3 +148,51 @@ def test_a_failure_while_a_part_is_stalled_returns_before_the_deadline_and_leave
     time.sleep(max(0.0, started + stall + 3 - time.monotonic()))  # the stalled part has landed by now
     assert incomplete_uploads(s3_client, bucket) == []
     assert [k for k in keys_in(s3_client, bucket) if k.startswith(big_db)] == []
+
+
+@pytest.fixture(scope="module")
+def three_part_db(couch: Any) -> str:
+    """~16 MB of documents that hardly compress: three parts of 5 MiB with gzip (and with zstd)."""
+    name = unique("three")
+    load_docs(couch, name, incompressible_docs(filler=8000, filler_bytes=2000))
+    return name
+
+
+@pytest.mark.parametrize("stages", ["gzip", "zstd+age"])
+def test_a_compressed_backup_whose_part_stalls_at_the_deadline_continues_into_a_whole_object(
+        couch, three_part_db, seaweed, bucket, s3_client, s3_proxy, stages):
+    """Part 1 lands, part 2 stalls past the deadline while more lines are written: the checkpoint keeps part 2's
+    bytes in its tail. Going on from the end of part 1 instead (reading its lines again) would append a new gzip
+    member (a new age stream) to one cut in the middle: an object that looks complete and does not decode."""
+    identity = x25519.Identity.generate()
+    codec, _, age = stages.partition("+")
+    params: dict[str, Any] = {**couch_params(couch, three_part_db), **cos_params(seaweed, bucket), "COMPRESSION": codec,
+                              **({"ENCRYPT_TO": str(identity.to_public())} if age else {})}
+    s3_proxy.add_rule(UPLOAD_PART, Fault.stall(8), skip=1)
+    first, _, _ = timed({**via(s3_proxy, params, "COS_ENDPOINT"), "TIME_BUDGET": 5, "SAFETY_MARGIN": 2,
+                         "REQUEST_TIMEOUT": 30, "MAX_RETRIES": 0})
+    assert first.get("ok") is True and first["complete"] is False and first["parts"] == 1, first
+    checkpoint = json.loads(s3_client.get_object(Bucket=bucket, Key=checkpoint_key("", three_part_db,
+                                                                                    host_of(couch.url)))["Body"].read())
+    s3_proxy.clear()
+
+    reading = {**params, "AGE_IDENTITY": str(identity)} if age else params
+    for _ in range(5):
+        final, _ = run_main(params)
+        if final.get("complete"):
+            break
+    assert final.get("ok") is True and final["complete"] is True and final["invocations"] >= 2, final
+    manifest = json.loads(s3_client.get_object(Bucket=bucket, Key=manifest_key(final["key"]))["Body"].read())
+    # One segment when the first invocation had read every line (all of them in its tail), two when it had not.
+    assert manifest["invocations"] == final["invocations"] and 1 <= len(manifest["segments"]) <= 2, manifest
+    verified, _ = run_main({**reading, "OPERATION": "verify", "COS_KEY": final["key"]})
+    assert verified.get("ok") is True and verified["content_checked"] is True, verified
+    if not age:
+        assert [d for line in object_lines(s3_client, bucket, final["key"])[1:] for d in line] == \
+            live_docs(couch, three_part_db)
+    target = f"{three_part_db}-{codec}-restored"
+    restored, _ = run_main({**reading, "OPERATION": "restore", "COS_KEY": final["key"], "CLOUDANT_DB": target,
+                            "CREATE_TARGET": True})
+    assert restored.get("ok") is True and live_docs(couch, target) == live_docs(couch, three_part_db), restored
+    assert incomplete_uploads(s3_client, bucket) == []
+    assert checkpoint["next_part"] == 3 and (checkpoint["tail"] or {}).get("size", 0) > 5 * MIB, checkpoint  # part 2's
