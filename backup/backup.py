@@ -425,11 +425,17 @@ def _check_all_read(client: Any, cp: Checkpoint, docs: int) -> ReadCheck:
 
 
 def _write_line(upload: cos.MultipartUpload, stages: Stages, cp: Checkpoint, line: Line) -> None:
-    """One line through the stages into the upload; the first of this invocation begins a segment, recorded with
-    where it starts in the object and in the plain text (a reader of the object can begin there)."""
-    if not stages.open and line.data and _transformed(cp):  # plain text is one segment: the stored bytes themselves
+    """One line through the stages into the upload. The first line of an invocation, and the first after
+    SEGMENT_BYTES of plain text, begins a segment, recorded with where it starts in the object and in the plain text
+    (a reader of the object can begin there)."""
+    if not _transformed(cp):  # plain text is one segment: the stored bytes themselves
+        upload.write(line.data, line.mark, line.docs, counts={**line.counts, "plain_bytes": len(line.data)})
+        return
+    if not stages.open and line.data:
         cp.segments.append(Segment(upload.written, upload.counts.get("plain_bytes", 0)).to_json())
     upload.write(stages.write(line.data), line.mark, line.docs, counts={**line.counts, "plain_bytes": len(line.data)})
+    if stages.segment_full:
+        upload.write(stages.end_segment(), upload.mark, 0, lines=0)
 
 
 def _checkpoint(config: Config, store: CheckpointStore, cp: Checkpoint, upload: cos.MultipartUpload, stages: Stages,

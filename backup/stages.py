@@ -3,10 +3,11 @@
     write: lines --> compression --> encryption --> MultipartUpload        (Stages)
     read:  verified parts --> decryption --> decompression --> lines       (plain_bytes)
 
-An object is a sequence of *segments*, one per invocation that wrote to it: a compressor's state and an age
-stream's file key cannot be carried to the next invocation, so each invocation ends its gzip member / zstd frame
-and its age stream (`end_segment`) before it checkpoints or completes. The manifest records where each segment
-starts, in stored and in plain bytes (`Segment`); reading can begin at any segment.
+An object is a sequence of *segments*: a compressor's state and an age stream's file key cannot be carried to the
+next invocation, so each invocation ends its gzip member / zstd frame and its age stream (`end_segment`) before it
+checkpoints or completes; and, unencrypted, a segment also ends after SEGMENT_BYTES of plain text, so that
+reading can begin near any point of a big object (a restore continued in the next invocation). The manifest records where each
+segment starts, in stored and in plain bytes (`Segment`); reading can begin at any segment.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from backup.errors import ConfigError
 # parts' sha256 would no longer be of what it reads).
 CONTENT_TYPES = {"gzip": "application/gzip", "zstd": "application/zstd", "none": "text/plain; charset=utf-8"}
 ENCRYPTED_CONTENT_TYPE = "application/octet-stream"
+# Plain bytes after which a segment ends: a restore continued in another invocation reads at most this much again
+# (from its segment's start) to get back to its line. Each end costs a gzip trailer and a fresh 32 KiB window (zstd:
+# a frame header; age: a ~200-byte header): nothing measurable at this size.
+SEGMENT_BYTES = 64 * 1024 * 1024
 
 
 def content_type(codec: str, encrypted: bool) -> str:
@@ -48,15 +53,26 @@ class Stages:
         self.codec = compressor(codec, level)
         self.seal = AgeEncryptor(recipients, offset) if recipients else None
         self.open = False  # a segment has begun and not ended
+        self.segment_plain = 0  # plain bytes written into the open segment
+        self.segment_bytes = SEGMENT_BYTES
 
     def write(self, data: bytes) -> bytes:
         self.open = self.open or bool(data)
+        self.segment_plain += len(data)
         out = self.codec.write(data)
         return self.seal.write(out) if self.seal is not None else out
 
+    @property
+    def segment_full(self) -> bool:
+        """The open segment holds SEGMENT_BYTES of plain text: time to end it (at a line's end). Never when
+        encrypted: each segment is an age stream, and `age -d` reads an object of one stream only, which a backup
+        made in one invocation then is (a restore continued in another invocation reads such an object again from
+        its invocation's segment)."""
+        return self.seal is None and self.segment_plain >= self.segment_bytes
+
     def end_segment(self) -> bytes:
         """The rest of the open segment, ended (b"" when none is open): what is stored so far decodes whole."""
-        self.open = False
+        self.open, self.segment_plain = False, 0
         out = self.codec.end_segment()
         return self.seal.write(out) + self.seal.end_segment() if self.seal is not None else out
 

@@ -105,3 +105,16 @@ def test_no_codec_is_sent_with_a_content_encoding_only_a_type() -> None:
     assert content_type("zstd", False) == "application/zstd"
     assert content_type("none", False).startswith("text/plain")
     assert content_type("gzip", True) == "application/octet-stream"
+
+
+def test_a_segment_is_full_after_segment_bytes_of_plain_text_and_ending_it_starts_the_count_again(monkeypatch) -> None:
+    import backup.stages as module
+
+    monkeypatch.setattr(module, "SEGMENT_BYTES", 100)
+    stages = Stages("gzip", None, [], offset=0)
+    stages.write(b"x" * 60)
+    assert stages.open and not stages.segment_full
+    stages.write(b"x" * 40)
+    assert stages.segment_full
+    stages.end_segment()
+    assert not stages.open and not stages.segment_full and stages.segment_plain == 0
