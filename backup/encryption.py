@@ -289,6 +289,9 @@ def _decrypt(keys: list[x25519.Identity], reader: Any, writer: Any) -> None:
     pyrage.decrypt_io(reader, writer, keys)
 
 
+ABANDON_WAIT = 10.0  # seconds a dropped stream's thread is waited for (it ends in microseconds)
+
+
 class _Worker:
     """One pyrage io call, `run(reader, writer)` with this object as both, on a thread of its own, driven as a push
     stage: `feed(data)` hands it bytes and returns what it wrote by the time it has used them all (it then waits
@@ -304,7 +307,8 @@ class _Worker:
         self._done = False
         self._error: BaseException | None = None
         self._out: list[bytes] = []
-        threading.Thread(target=self._main, args=(run,), name=name, daemon=True).start()
+        self._thread = threading.Thread(target=self._main, args=(run,), name=name, daemon=True)
+        self._thread.start()
 
     def _main(self, run: Callable[[Any, Any], None]) -> None:
         try:
@@ -353,10 +357,15 @@ class _Worker:
         return self._take()
 
     def abandon(self) -> None:
+        """End the input, drop the output, and wait for the thread to end (at once: its reads return end of input).
+        A pyrage call still running when the process exits is killed inside Rust code by the interpreter's shutdown,
+        and the process aborts (SIGABRT) instead of exiting with its error."""
         with self._cond:
             self._ended, self._abandoned, self._pending = True, True, memoryview(b"")
             self._out.clear()
             self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=ABANDON_WAIT)
 
     def _take(self) -> bytes:
         with self._cond:

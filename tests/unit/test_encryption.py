@@ -246,3 +246,17 @@ def test_bad_identities_are_named_by_line_and_never_echoed(text: str, message: s
     assert SECRET[:-3] not in shown and "hunter2" not in shown and "YUBIKEY" not in shown
     assert raised.value.__cause__ is None  # pyrage's error is not chained either
     assert raised.value.__context__ is None or raised.value.__suppress_context__
+
+
+def test_a_dropped_stream_has_ended_its_thread_by_the_time_close_returns() -> None:
+    """A process that fails mid-stream exits right after: a pyrage thread still running then is killed inside Rust
+    code by the interpreter's shutdown, and the process aborts (SIGABRT, exit -6, seen with `decrypt` of a damaged
+    object). So close() waits for the thread to end (it ends at once: its reads return end of input)."""
+    for _ in range(20):
+        stage = AgeEncryptor((PUBLIC,))
+        stage.write(b"x" * 100_000)
+        reading = decrypted(_chunks(OBJECT, 1000), IDENTITIES, STARTS)
+        next(reading)
+        stage.close()
+        reading.close()
+        assert not _age_threads()
