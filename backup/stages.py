@@ -6,8 +6,8 @@
 An object is a sequence of *segments*: a compressor's state and an age stream's file key cannot be carried to the
 next invocation, so each invocation ends its gzip member / zstd frame and its age stream (`end_segment`) before it
 checkpoints or completes; and, unencrypted, a segment also ends after SEGMENT_BYTES of plain text, so that
-reading can begin near any point of a big object (a restore continued in the next invocation). The manifest records where each
-segment starts, in stored and in plain bytes (`Segment`); reading can begin at any segment.
+reading can begin near any point of a big object (a restore continued in the next invocation). The manifest
+records where each segment starts, in stored and in plain bytes (`Segment`); reading can begin at any segment.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from backup.errors import ConfigError
 # parts' sha256 would no longer be of what it reads).
 CONTENT_TYPES = {"gzip": "application/gzip", "zstd": "application/zstd", "none": "text/plain; charset=utf-8"}
 ENCRYPTED_CONTENT_TYPE = "application/octet-stream"
-# Plain bytes after which a segment ends: a restore continued in another invocation reads at most this much again
-# (from its segment's start) to get back to its line. Each end costs a gzip trailer and a fresh 32 KiB window (zstd:
-# a frame header; age: a ~200-byte header): nothing measurable at this size.
+# Plain bytes after which a segment of an unencrypted object ends: a restore continued in another invocation reads at
+# most this much again (from its segment's start) to get back to its line. Each end costs a gzip trailer and a fresh
+# 32 KiB window (zstd: a frame header): nothing measurable at this size.
 SEGMENT_BYTES = 64 * 1024 * 1024
 
 
