@@ -452,8 +452,8 @@ def test_a_one_shot_backup_round_trips(couch, backups, source, keys, codec, encr
     assert result["bytes"] == manifest["bytes"] == len(made.body) == sum(p["size"] for p in manifest["parts"])
     assert "compression_level" in manifest
     assert manifest["encryption"] == ({"format": "age", "recipients": [keys.public]} if encrypted else None)
-    # plain text (none, unencrypted) records no segment: its stored bytes are the text (spec.md said one per
-    # invocation; the product's choice, which every reader takes as one segment from byte 0)
+    # plain text (none, unencrypted) records no segment: its stored bytes are the text, which every reader takes as
+    # one segment from byte 0
     plain_text = codec == "none" and not encrypted
     assert manifest["segments"] == ([] if plain_text else [{"stored": 0, "plain": 0}]), manifest["segments"]
     assert keys.secret not in json.dumps(manifest) and "AGE-SECRET-KEY" not in json.dumps(manifest).upper()
