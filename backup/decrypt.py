@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from backup import cos
 from backup.catalog import latest_key, read_manifest
 from backup.config import Config
-from backup.errors import ConfigError, CosError, FormatError
+from backup.errors import BackupError, ConfigError, CosError, FormatError
 from backup.log import Log
 from backup.reading import plain_chunks
 from backup.stages import require
@@ -43,18 +44,14 @@ def run_decrypt(config: Config, log: Log) -> dict[str, Any]:
     if manifest is not None and manifest.recipients is not None:
         require(config.identities, manifest.recipients, f"decrypting {where}: the backup")
     partial = output.with_name(f".{output.name}.{uuid.uuid4().hex[:8]}.partial")
-    size = 0
     try:
-        with partial.open("xb") as file:
-            for chunk in plain_chunks(s3, bucket, key, manifest, config.identities):
-                file.write(chunk)
-                size += len(chunk)
-            file.flush()
-            os.fsync(file.fileno())
+        size = _write(partial, plain_chunks(s3, bucket, key, manifest, config.identities))
         if manifest is not None and size != manifest.plain_size:
             raise FormatError(f"decrypting {where}: its plain text is {size} bytes, the backup wrote "
                               f"{manifest.plain_size}: the manifest does not describe this object")
-        os.link(partial, output)  # never over a file that appeared meanwhile (FileExistsError)
+        _put_in_place(partial, output)
+    except OSError as exc:  # the file system's refusal (no space, no permission): the user's to fix
+        raise BackupError(f"decrypting {where}: writing OUTPUT {output} failed: {exc.strerror or exc}") from None
     finally:
         partial.unlink(missing_ok=True)
     result: dict[str, Any] = {"ok": True, "operation": "decrypt", "bucket": bucket, "key": key, "output": str(output),
@@ -64,3 +61,26 @@ def run_decrypt(config: Config, log: Log) -> dict[str, Any]:
                       encrypted=manifest.recipients is not None, docs=manifest.docs)
     log.info("decrypted", **result)
     return result
+
+
+def _write(path: Path, chunks: Iterable[bytes | bytearray]) -> int:
+    """The chunks into a new file at `path`, synced; its size."""
+    size = 0
+    with path.open("xb") as file:
+        for chunk in chunks:
+            file.write(chunk)
+            size += len(chunk)
+        file.flush()
+        os.fsync(file.fileno())
+    return size
+
+
+def _put_in_place(partial: Path, output: Path) -> None:
+    """The whole file at OUTPUT: linked there (never over a file that appeared meanwhile), or, where the file system
+    has no hard links, renamed."""
+    try:
+        os.link(partial, output)
+    except FileExistsError:
+        raise ConfigError(f"OUTPUT {output} appeared meanwhile: it was left alone; give another path") from None
+    except OSError:
+        os.replace(partial, output)

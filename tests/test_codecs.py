@@ -662,6 +662,15 @@ def test_decrypt_with_a_wrong_or_missing_identity_writes_no_file(backups, keys, 
         assert "AGE-SECRET-KEY" not in proc.stdout + proc.stderr
 
 
+def test_decrypt_that_cannot_write_its_file_says_so_plainly(backups, keys):
+    """A file that cannot be written (here: a folder nothing can be created in, even by root) is the user's to
+    fix: an error naming OUTPUT and why, exit code 1, not an 'unexpected' crash."""
+    made = backups.one_shot("gzip", True)
+    code, result, _ = _decrypt(backups, made, Path("/proc/plain.txt"), keys.identity_text)
+    assert code == 1 and result.get("kind") == "error", result
+    assert "writing OUTPUT /proc/plain.txt" in result["error"] and "unexpected" not in result["error"], result
+
+
 def test_the_action_refuses_decrypt(backups, keys, tmp_path):
     made = backups.one_shot("gzip", True)
     output = tmp_path / "never-written.txt"
