@@ -98,6 +98,13 @@ def _auth(couch: Any) -> Any:
     return tuple(couch.admin) if couch.admin else None
 
 
+def doc_url(couch: Any, db: str, doc_id: str) -> str:
+    """The URL of one document (a design document's `_design/` kept unquoted, as CouchDB routes it)."""
+    design = doc_id.startswith("_design/")
+    name = requests.utils.quote(doc_id.removeprefix("_design/") if design else doc_id, safe="")
+    return f"{couch.url}/{requests.utils.quote(db, safe='')}/{'_design/' if design else ''}{name}"
+
+
 def _quoted(db: str) -> str:
     """A database name in a URL path: its '/' (CouchDB allows them) as %2F."""
     return requests.utils.quote(db, safe="")

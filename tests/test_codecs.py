@@ -46,6 +46,7 @@ from tests.helpers import (
     cos_params,
     couch_params,
     db_exists,
+    doc_url,
     keys_in,
     live_docs,
     load_docs,
@@ -109,14 +110,8 @@ def _auth(couch: Any) -> Any:
     return tuple(couch.admin) if couch.admin else None
 
 
-def _doc_url(couch: Any, db: str, doc_id: str) -> str:
-    design = doc_id.startswith("_design/")
-    name = requests.utils.quote(doc_id.removeprefix("_design/") if design else doc_id, safe="")
-    return f"{couch.url}/{requests.utils.quote(db, safe='')}/{'_design/' if design else ''}{name}"
-
-
 def _get(couch: Any, db: str, doc_id: str, **params: str) -> dict[str, Any]:
-    r = requests.get(_doc_url(couch, db, doc_id), params=params, headers={"Accept": "application/json"},
+    r = requests.get(doc_url(couch, db, doc_id), params=params, headers={"Accept": "application/json"},
                      auth=_auth(couch), timeout=30)
     assert r.status_code == 200, (doc_id, params, r.text)
     return r.json()
@@ -147,7 +142,7 @@ def _snapshot(couch: Any, db: str) -> dict[str, Any]:
     files = {}
     for doc in docs:
         for name, stub in (doc.get("_attachments") or {}).items():
-            r = requests.get(f"{_doc_url(couch, db, doc['_id'])}/{requests.utils.quote(name, safe='')}",
+            r = requests.get(f"{doc_url(couch, db, doc['_id'])}/{requests.utils.quote(name, safe='')}",
                              auth=_auth(couch), timeout=30)
             assert r.status_code == 200, (doc["_id"], name, r.text)
             files[f"{doc['_id']}/{name}"] = (hashlib.sha256(r.content).hexdigest(), r.headers["Content-Type"],
@@ -739,7 +734,7 @@ def test_a_two_part_backup_split_over_invocations_and_its_damaged_second_part(co
     load_docs(couch, db, docs)
     for i in range(7):
         rev = _get(couch, db, f"blob-{i}")["_rev"]
-        r = requests.put(f"{_doc_url(couch, db, f'blob-{i}')}/data.bin", params={"rev": rev},
+        r = requests.put(f"{doc_url(couch, db, f'blob-{i}')}/data.bin", params={"rev": rev},
                          data=random.Random(i).randbytes(MIB), headers={"Content-Type": "application/octet-stream"},
                          auth=_auth(couch), timeout=60)
         assert r.status_code == 201, r.text
@@ -917,10 +912,10 @@ def test_a_chain_of_a_plain_full_and_an_encrypted_gzip_incremental(couch, seawee
     assert restored.get("ok") is True and restored["chain"] == [full["key"], incremental["key"]], restored
     assert live_docs(couch, target) == live_docs(couch, db)
     # doc-002 is gone from the target, and known there as deleted at the source's tombstone revision
-    assert requests.get(_doc_url(couch, target, "doc-002"), auth=_auth(couch), timeout=30).status_code == 404
+    assert requests.get(doc_url(couch, target, "doc-002"), auth=_auth(couch), timeout=30).status_code == 404
     tombstone = {"rev": next(a["rev"] for a in answers if a["id"] == "doc-002")}
     for db_here in (db, target):
-        deleted = requests.get(_doc_url(couch, db_here, "doc-002"), params=tombstone, auth=_auth(couch), timeout=30)
+        deleted = requests.get(doc_url(couch, db_here, "doc-002"), params=tombstone, auth=_auth(couch), timeout=30)
         assert deleted.status_code == 200 and deleted.json().get("_deleted") is True, (db_here, deleted.text)
 
     stored_only, _ = run_main({**params, "OPERATION": "verify", "COS_KEY": incremental["key"]})

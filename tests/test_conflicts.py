@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.fakes.partitioned_couch import PartitionedCouch
-from tests.helpers import cos_params, couch_params, live_docs, load_docs, object_lines, run_main
+from tests.helpers import cos_params, couch_params, doc_url, live_docs, load_docs, object_lines, run_main
 
 pytestmark = pytest.mark.integration
 
@@ -68,14 +68,8 @@ CONFLICTED = {"two-live": 1, "three-live": 2, "deleted-highest": 0, "deleted-ove
               "leaf-attachments": 1}
 
 
-def _doc_url(couch: Any, db: str, doc_id: str) -> str:
-    design = doc_id.startswith("_design/")
-    name = requests.utils.quote(doc_id.removeprefix("_design/") if design else doc_id, safe="")
-    return f"{couch.url}/{db}/{'_design/' if design else ''}{name}"
-
-
 def _get(couch: Any, db: str, doc_id: str, **params: str) -> dict[str, Any]:
-    r = requests.get(_doc_url(couch, db, doc_id), params=params, headers={"Accept": "application/json"},
+    r = requests.get(doc_url(couch, db, doc_id), params=params, headers={"Accept": "application/json"},
                      auth=_auth(couch), timeout=30)
     assert r.status_code == 200, (doc_id, params, r.text)
     doc = r.json()
@@ -93,7 +87,7 @@ def _state(couch: Any, db: str, doc_id: str) -> dict[str, Any]:
 
 
 def _attachment(couch: Any, db: str, doc_id: str, name: str, rev: str) -> tuple[bytes, str]:
-    r = requests.get(f"{_doc_url(couch, db, doc_id)}/{requests.utils.quote(name, safe='')}", params={"rev": rev},
+    r = requests.get(f"{doc_url(couch, db, doc_id)}/{requests.utils.quote(name, safe='')}", params={"rev": rev},
                      auth=_auth(couch), timeout=30)
     assert r.status_code == 200, (doc_id, name, rev, r.text)
     return r.content, r.headers["Content-Type"]
