@@ -160,7 +160,7 @@ def _setup_restore_source(stack: Stack, ctx: Context) -> dict[str, Any]:
     """One untimed backup whose object both restores read (couchrestore from a downloaded, decompressed copy). With
     the codec of --param COMPRESSION (else the default), never encrypted: --param ENCRYPT_TO is left out of it."""
     run = Run(client="backup", condition="setup", rep=0)
-    result = run_backup(ctx, run, keep=True, extra={})
+    result = run_backup(ctx, run, keep=True, extra={"ENCRYPT_TO": ""} if "ENCRYPT_TO" in ctx.params else {})  # empty: unset
     if run.status != "ok":
         raise SystemExit(f"the setup backup for the restores failed: {run.detail}")
     if result.get("encrypted"):

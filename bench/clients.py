@@ -377,10 +377,11 @@ def backup(ctx: Context, run: Run, keep: bool = False, extra: dict[str, str] | N
     # (a backup/ from before compression has no plain_bytes: its object is the plain text)
     run.plain_bytes = result.get("plain_bytes", run.bytes)
     run.extra.update(compression=result.get("compression", "none"), encrypted=bool(result.get("encrypted")))
-    if run.status == "ok" and variant.get("COMPRESSION") and run.extra["compression"] != variant["COMPRESSION"]:
-        run.status, run.detail = "failed", f"asked COMPRESSION={variant['COMPRESSION']}, got {run.extra['compression']}"
-    if run.status == "ok" and bool(variant.get("ENCRYPT_TO")) != run.extra["encrypted"]:
-        run.status, run.detail = "failed", f"asked ENCRYPT_TO={bool(variant.get('ENCRYPT_TO'))}, encrypted: {run.extra['encrypted']}"
+    asked = {**ctx.params, **variant}  # what the run was given: --param, then its row's parameters
+    if run.status == "ok" and asked.get("COMPRESSION") and run.extra["compression"] != asked["COMPRESSION"]:
+        run.status, run.detail = "failed", f"asked COMPRESSION={asked['COMPRESSION']}, got {run.extra['compression']}"
+    if run.status == "ok" and bool(asked.get("ENCRYPT_TO")) != run.extra["encrypted"]:
+        run.status, run.detail = "failed", f"asked ENCRYPT_TO={bool(asked.get('ENCRYPT_TO'))}, encrypted: {run.extra['encrypted']}"
     _expect_docs(run, result.get("docs"), ctx.docs)
     if ctx.attachments is not None and run.status == "ok":
         # (the size of the plain text tells: a setup backup's content is scanned exactly, see scan_restore_source)
